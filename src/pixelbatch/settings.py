@@ -1,0 +1,106 @@
+"""One typed settings object, read from ``PIXELBATCH_*`` environment variables.
+
+Everything else receives a ``Settings`` instance rather than reading the environment, so
+tests and the CLI can build one explicitly and two instances never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_csv(value: Any) -> Any:
+    """Lists come from the environment as comma-separated strings, not JSON."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIXELBATCH_", extra="ignore")
+
+    # Where the embedded mode keeps its SQLite file, uploaded CSVs and stored outputs.
+    data_dir: Path = Path("pixelbatch-data")
+    database_url: str | None = None
+    broker_url: str | None = None
+    storage_url: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Absolute base for URLs written into output CSVs and webhooks.
+    public_url: str | None = None
+
+    # Input CSV limits.
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_rows: int = 200_000
+    max_urls_per_row: int = 50
+    max_url_length: int = 2048
+    max_reported_errors: int = 100
+
+    # Fetching untrusted URLs.
+    fetch_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    fetch_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
+    fetch_connect_timeout: float = 5.0
+    fetch_read_timeout: float = 15.0
+    fetch_total_timeout: float = 60.0
+    fetch_max_bytes: int = 50 * 1024 * 1024
+    fetch_max_redirects: int = 5
+    fetch_retries: int = 3
+    fetch_backoff_base: float = 0.5
+    fetch_backoff_max: float = 30.0
+    fetch_concurrency: int = 16
+    fetch_per_host: int = 6
+    user_agent: str = "pixelbatch/0.1 (+https://github.com/pixelbatch/pixelbatch)"
+
+    # Image processing.
+    max_pixels: int = 50_000_000
+    default_relative_quality: float = 0.5
+    transform_workers: int = 0  # 0 = one per core
+
+    # Work distribution.
+    chunk_size: int = 16
+    lease_seconds: float = 120.0
+    poll_interval: float = 1.0
+
+    # Webhooks.
+    webhook_secret: SecretStr | None = None
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 10
+    webhook_backoff_base: float = 10.0
+    webhook_backoff_max: float = 3600.0
+
+    @field_validator("fetch_allow", "fetch_allowed_ports", mode="before")
+    @classmethod
+    def _lists_from_env(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'pixelbatch.sqlite3').resolve()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def resolved_transform_workers(self) -> int:
+        return self.transform_workers or os.cpu_count() or 1
