@@ -73,7 +73,10 @@ def join_urls(urls: Sequence[str | None]) -> str:
 
 
 def format_image_error(position: int, url: str, reason: str) -> str:
-    """The ``Errors`` entry for one failed image; ``position`` is 1-based."""
+    """The ``Errors`` entry for one failed image; ``position`` is 1-based. The URL is named
+    once: fetch errors usually quote it already."""
+    if url in reason:
+        return f"image {position}: {reason}"
     return f"image {position} ({url}): {reason}"
 
 

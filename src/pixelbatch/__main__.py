@@ -1,0 +1,3 @@
+from pixelbatch.cli import app
+
+app()

@@ -1,0 +1,74 @@
+"""Application factory: wires settings, runtime, embedded worker and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from pixelbatch import __version__
+from pixelbatch.api.errors import install_error_handlers
+from pixelbatch.api.middleware import BodySizeLimit, SecurityHeaders
+from pixelbatch.api.routes import router
+from pixelbatch.db import migrate
+from pixelbatch.errors import PixelbatchError
+from pixelbatch.runtime import Runtime
+from pixelbatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Upload a CSV of product image URLs; pixelbatch downloads, compresses and stores
+every image, writes an output CSV mapping inputs to outputs, and calls your webhook."""
+
+
+class NotMigrated(PixelbatchError):
+    code = "not_migrated"
+    status_code = 503
+
+
+def prepare_database(runtime: Runtime) -> None:
+    """The embedded database upgrades itself; a shared one is migrated by an operator."""
+    if runtime.settings.is_embedded:
+        runtime.migrate()
+    elif not migrate.is_up_to_date(runtime.engine):
+        raise NotMigrated(
+            "the database schema is not at the current revision; run `pixelbatch db upgrade`"
+        )
+
+
+def create_app(settings: Settings | None = None, *, start_worker: bool = True) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings)
+        prepare_database(runtime)
+        app.state.runtime = runtime
+        worker = None
+        if start_worker and settings.is_embedded:
+            from pixelbatch.jobs.embedded import EmbeddedWorker
+
+            worker = EmbeddedWorker(runtime)
+            worker.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            runtime.close()
+
+    app = FastAPI(
+        title="pixelbatch",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    # Multipart framing adds a little to the file itself.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,315 @@
+"""Endpoints: parse the request, call one service, render the response."""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from pixelbatch import batches
+from pixelbatch.api import schemas
+from pixelbatch.db import migrate
+from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
+from pixelbatch.errors import InvalidInput, NotFound
+from pixelbatch.jobs.finalize import output_csv_url
+from pixelbatch.runtime import Runtime
+from pixelbatch.transform import OutputFormat, TransformOptions
+
+router = APIRouter()
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": schemas.ErrorBody},
+    404: {"model": schemas.ErrorBody},
+    409: {"model": schemas.ErrorBody},
+    413: {"model": schemas.ErrorBody},
+    422: {"model": schemas.ErrorBody},
+}
+
+mimetypes.add_type("image/webp", ".webp")
+mimetypes.add_type("image/avif", ".avif")
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _status_url(runtime: Runtime, batch_id: uuid.UUID) -> str:
+    return f"{runtime.settings.resolved_public_url}/api/status/{batch_id}"
+
+
+def _counts(batch: Batch) -> schemas.Counts:
+    return schemas.Counts(
+        products=batch.products_total,
+        images_total=batch.images_total,
+        images_done=batch.images_done,
+        images_failed=batch.images_failed,
+        images_pending=max(0, batch.images_total - batch.images_done - batch.images_failed),
+    )
+
+
+def _progress(batch: Batch) -> float:
+    if not batch.images_total:
+        return 1.0 if batch.status.is_final else 0.0
+    return round((batch.images_done + batch.images_failed) / batch.images_total, 4)
+
+
+def _summary(runtime: Runtime, batch: Batch) -> schemas.BatchSummary:
+    return schemas.BatchSummary(
+        request_id=batch.id,
+        status=batch.status,
+        input_filename=batch.input_filename,
+        counts=_counts(batch),
+        progress=_progress(batch),
+        created_at=batch.created_at,
+        finished_at=batch.finished_at,
+        status_url=_status_url(runtime, batch.id),
+    )
+
+
+@router.post(
+    "/api/upload",
+    status_code=202,
+    response_model=schemas.UploadResponse,
+    responses=ERROR_RESPONSES,
+    summary="Upload a catalog CSV; answers at once with the request id",
+)
+def upload(
+    request: Request,
+    file: Annotated[UploadFile, File(description="The input CSV")],
+    webhook_url: Annotated[str | None, Form()] = None,
+    quality: Annotated[int | None, Form(ge=1, le=100)] = None,
+    relative_quality: Annotated[float | None, Form(gt=0, le=1)] = None,
+    output_format: Annotated[OutputFormat, Form()] = OutputFormat.KEEP,
+    max_width: Annotated[int | None, Form(ge=1, le=20000)] = None,
+    max_height: Annotated[int | None, Form(ge=1, le=20000)] = None,
+    keep_metadata: Annotated[bool, Form()] = False,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONResponse:
+    runtime = _runtime(request)
+    try:
+        options = TransformOptions(
+            quality=quality,
+            relative_quality=relative_quality or runtime.settings.default_relative_quality,
+            output_format=output_format,
+            max_width=max_width,
+            max_height=max_height,
+            keep_metadata=keep_metadata,
+        )
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid processing options: {exc.errors()[0]['msg']}") from None
+    batch, created = batches.submit_batch(
+        runtime,
+        file.file,
+        filename=file.filename or "upload.csv",
+        options=options,
+        webhook_url=webhook_url or None,
+        idempotency_key=idempotency_key,
+    )
+    worker = getattr(request.app.state, "worker", None)
+    if created and worker is not None:
+        worker.wake()
+    body = schemas.UploadResponse(
+        request_id=batch.id, status=batch.status, status_url=_status_url(runtime, batch.id)
+    )
+    return JSONResponse(
+        status_code=202,
+        content=body.model_dump(mode="json"),
+        headers={"Location": body.status_url, "Idempotent-Replayed": str(not created).lower()},
+    )
+
+
+@router.get(
+    "/api/status/{request_id}",
+    response_model=schemas.StatusResponse,
+    responses=ERROR_RESPONSES,
+    summary="Status, counts and progress of a batch",
+)
+def status(request: Request, request_id: uuid.UUID) -> schemas.StatusResponse:
+    runtime = _runtime(request)
+    detail = batches.batch_detail(runtime, request_id)
+    batch = detail.batch
+    webhook = None
+    if detail.webhook is not None:
+        webhook = schemas.WebhookStatus(
+            url=detail.webhook.url,
+            status=detail.webhook.status,
+            attempts=detail.webhook.attempts,
+            last_status_code=detail.webhook.last_status_code,
+            last_error=detail.webhook.last_error,
+            delivered_at=detail.webhook.delivered_at,
+        )
+    return schemas.StatusResponse(
+        **_summary(runtime, batch).model_dump(),
+        started_at=batch.started_at,
+        updated_at=batch.updated_at,
+        output_csv=output_csv_url(runtime, batch.id) if batch.output_key else None,
+        message=batch.message,
+        options=batch.options,
+        bytes_in=batch.bytes_in,
+        bytes_out=batch.bytes_out,
+        errors=[
+            schemas.ErrorSummary(code=e.code, count=e.count, example=e.example)
+            for e in detail.errors
+        ],
+        webhook=webhook,
+    )
+
+
+@router.get(
+    "/api/batches",
+    response_model=schemas.BatchList,
+    summary="List batches, newest first",
+)
+def list_batches(
+    request: Request,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    status: BatchStatus | None = None,
+) -> schemas.BatchList:
+    runtime = _runtime(request)
+    items, total = batches.list_batches(runtime, offset=offset, limit=limit, status=status)
+    return schemas.BatchList(
+        items=[_summary(runtime, b) for b in items], total=total, offset=offset, limit=limit
+    )
+
+
+@router.get(
+    "/api/batches/{request_id}",
+    response_model=schemas.StatusResponse,
+    responses=ERROR_RESPONSES,
+    summary="Same as /api/status/{request_id}",
+)
+def get_batch(request: Request, request_id: uuid.UUID) -> schemas.StatusResponse:
+    return status(request, request_id)
+
+
+@router.get(
+    "/api/batches/{request_id}/images",
+    response_model=schemas.ImagePage,
+    responses=ERROR_RESPONSES,
+    summary="Per-image detail, in CSV order, paginated",
+)
+def list_images(
+    request: Request,
+    request_id: uuid.UUID,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status: ImageStatus | None = None,
+) -> schemas.ImagePage:
+    runtime = _runtime(request)
+    rows, total = batches.list_images(
+        runtime, request_id, offset=offset, limit=limit, status=status
+    )
+    items = [
+        schemas.ImageDetail(
+            row=r.row_number,
+            serial=r.serial,
+            position=r.image.position + 1,
+            input_url=r.image.url,
+            status=r.image.status,
+            output_url=runtime.storage.url(r.image.output_key) if r.image.output_key else None,
+            attempts=r.image.attempts,
+            error_code=r.image.error_code,
+            error_message=r.image.error_message,
+            bytes_in=r.image.bytes_in,
+            bytes_out=r.image.bytes_out,
+            width=r.image.width,
+            height=r.image.height,
+            source_format=r.image.source_format,
+            source_quality=r.image.source_quality,
+            output_quality=r.image.output_quality,
+            duration_ms=r.image.duration_ms,
+        )
+        for r in rows
+    ]
+    return schemas.ImagePage(items=items, total=total, offset=offset, limit=limit)
+
+
+@router.get(
+    "/api/batches/{request_id}/output.csv",
+    response_class=FileResponse,
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/csv": {}}}},
+    summary="Download the output CSV of a finished batch",
+)
+def download_output(request: Request, request_id: uuid.UUID) -> Response:
+    runtime = _runtime(request)
+    key = batches.output_csv_key_for(runtime, request_id)
+    return _file_response(runtime, key, download_name=f"{request_id}-output.csv")
+
+
+@router.post(
+    "/api/batches/{request_id}/cancel",
+    response_model=schemas.BatchSummary,
+    responses=ERROR_RESPONSES,
+    summary="Cancel a pending or processing batch",
+)
+def cancel(request: Request, request_id: uuid.UUID) -> schemas.BatchSummary:
+    runtime = _runtime(request)
+    return _summary(runtime, batches.cancel_batch(runtime, request_id))
+
+
+@router.post(
+    "/api/batches/{request_id}/retry",
+    response_model=schemas.RetryResponse,
+    responses=ERROR_RESPONSES,
+    summary="Queue the failed images of a finished batch again",
+)
+def retry(request: Request, request_id: uuid.UUID) -> schemas.RetryResponse:
+    runtime = _runtime(request)
+    batch, count = batches.retry_failed(runtime, request_id)
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        worker.wake()
+    return schemas.RetryResponse(request_id=batch.id, status=batch.status, requeued=count)
+
+
+@router.get("/files/{key:path}", include_in_schema=True, summary="Stored output files")
+def files(request: Request, key: str) -> Response:
+    return _file_response(_runtime(request), key)
+
+
+def _file_response(runtime: Runtime, key: str, download_name: str | None = None) -> Response:
+    path = runtime.storage.local_path(key)
+    if path is None:
+        raise NotFound("file not found")
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=download_name,
+        headers={"Content-Security-Policy": "default-src 'none'", "Cache-Control": "private"},
+    )
+
+
+@router.get("/healthz", response_model=schemas.Health, summary="Liveness")
+def healthz() -> schemas.Health:
+    return schemas.Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=schemas.Health,
+    responses={503: {"model": schemas.Health}},
+    summary="Readiness: database reachable and migrated",
+)
+def readyz(request: Request) -> Response:
+    runtime = _runtime(request)
+    try:
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        if not migrate.is_up_to_date(runtime.engine):
+            return JSONResponse(
+                status_code=503,
+                content={"status": "unavailable", "detail": "database schema is not migrated"},
+            )
+    except Exception:
+        return JSONResponse(
+            status_code=503, content={"status": "unavailable", "detail": "database unreachable"}
+        )
+    return JSONResponse(content={"status": "ready", "detail": None})

@@ -1,0 +1,114 @@
+"""Response models: the OpenAPI document generated from these is the API contract."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable error code")
+    message: str = Field(description="Human-readable explanation")
+    details: Any = None
+
+
+class UploadResponse(BaseModel):
+    request_id: uuid.UUID
+    status: BatchStatus
+    status_url: str
+
+
+class Counts(BaseModel):
+    products: int
+    images_total: int
+    images_done: int
+    images_failed: int
+    images_pending: int
+
+
+class ErrorSummary(BaseModel):
+    code: str
+    count: int
+    example: str
+
+
+class WebhookStatus(BaseModel):
+    url: str
+    status: DeliveryStatus
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class BatchSummary(BaseModel):
+    request_id: uuid.UUID
+    status: BatchStatus
+    input_filename: str
+    counts: Counts
+    progress: float = Field(ge=0, le=1)
+    created_at: datetime
+    finished_at: datetime | None
+    status_url: str
+
+
+class StatusResponse(BatchSummary):
+    started_at: datetime | None
+    updated_at: datetime
+    output_csv: str | None = Field(description="Download URL once the batch has finished")
+    message: str | None
+    options: dict[str, Any]
+    bytes_in: int
+    bytes_out: int
+    errors: list[ErrorSummary]
+    webhook: WebhookStatus | None
+
+
+class BatchList(BaseModel):
+    items: list[BatchSummary]
+    total: int
+    offset: int
+    limit: int
+
+
+class ImageDetail(BaseModel):
+    row: int = Field(description="CSV row of the product (header is row 1)")
+    serial: str
+    position: int = Field(description="1-based position of the URL within its cell")
+    input_url: str
+    status: ImageStatus
+    output_url: str | None
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    bytes_in: int | None
+    bytes_out: int | None
+    width: int | None
+    height: int | None
+    source_format: str | None
+    source_quality: int | None
+    output_quality: int | None
+    duration_ms: float | None
+
+
+class ImagePage(BaseModel):
+    items: list[ImageDetail]
+    total: int
+    offset: int
+    limit: int
+
+
+class RetryResponse(BaseModel):
+    request_id: uuid.UUID
+    status: BatchStatus
+    requeued: int
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None

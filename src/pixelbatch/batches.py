@@ -1,0 +1,237 @@
+"""Batch services: the calls that the API, the CLI and the UI are thin faces over.
+
+Services take a ``Runtime`` and do their own short transactions; none of them knows HTTP.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from pixelbatch.catalog import CatalogReader, CsvLimits
+from pixelbatch.db import queries
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product, WebhookDelivery
+from pixelbatch.errors import Conflict, NotFound
+from pixelbatch.fetch import parse_http_url
+from pixelbatch.runtime import Runtime
+from pixelbatch.transform import TransformOptions
+
+INSERT_SLICE = 1000
+
+
+def input_csv_key(batch_id: uuid.UUID) -> str:
+    return f"{batch_id}/input.csv"
+
+
+def validate_url(runtime: Runtime, url: str) -> str:
+    return str(parse_http_url(url, max_length=runtime.settings.max_url_length))
+
+
+def submit_batch(
+    runtime: Runtime,
+    source: IO[bytes],
+    *,
+    filename: str,
+    options: TransformOptions,
+    webhook_url: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Batch, bool]:
+    """Validate and store a catalog as a new batch, all or nothing.
+
+    Returns the batch and whether it was created now (False: the idempotency key named an
+    earlier one). The batch is committed before this returns, so it can never be lost.
+    """
+    if idempotency_key:
+        existing = find_by_idempotency_key(runtime, idempotency_key)
+        if existing is not None:
+            return existing, False
+    if webhook_url:
+        webhook_url = validate_url(runtime, webhook_url)
+    limits = CsvLimits.from_settings(runtime.settings)
+    batch_id = uuid.uuid4()
+    try:
+        with transaction(runtime.sessions) as session:
+            reader = CatalogReader(source, limits, lambda u: validate_url(runtime, u))
+            batch = Batch(
+                id=batch_id,
+                status=BatchStatus.PENDING,
+                idempotency_key=idempotency_key or None,
+                input_filename=Path(filename or "upload.csv").name[:255],
+                input_key=input_csv_key(batch_id),
+                webhook_url=webhook_url,
+                options=options.model_dump(mode="json"),
+                extra_columns=list(reader.extra_columns),
+            )
+            session.add(batch)
+            session.flush()
+            products = 0
+            images = 0
+            pending: list[queries.NewProduct] = []
+            for row in reader:
+                pending.append(
+                    queries.NewProduct(
+                        row_number=row.row,
+                        serial=row.serial,
+                        name=row.name,
+                        extra=list(row.extra),
+                        urls=row.urls,
+                    )
+                )
+                if len(pending) >= INSERT_SLICE:
+                    images += queries.insert_products(session, batch_id, pending)
+                    products += len(pending)
+                    pending = []
+            images += queries.insert_products(session, batch_id, pending)
+            products += len(pending)
+            batch.products_total = products
+            batch.images_total = images
+            _keep_input(runtime, source, batch_id)
+    except IntegrityError:
+        if idempotency_key:
+            existing = find_by_idempotency_key(runtime, idempotency_key)
+            if existing is not None:
+                return existing, False
+        raise
+    return batch, True
+
+
+def _keep_input(runtime: Runtime, source: IO[bytes], batch_id: uuid.UUID) -> None:
+    """Keep the uploaded CSV beside the outputs for audit and re-runs."""
+    source.seek(0)
+    runtime.storage.put_file(input_csv_key(batch_id), source, "text/csv")
+
+
+def find_by_idempotency_key(runtime: Runtime, key: str) -> Batch | None:
+    with transaction(runtime.sessions) as session:
+        return session.scalar(select(Batch).where(Batch.idempotency_key == key))
+
+
+def get_batch(runtime: Runtime, batch_id: uuid.UUID) -> Batch:
+    with transaction(runtime.sessions) as session:
+        batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise NotFound(f"no batch with request id {batch_id}")
+    return batch
+
+
+@dataclass(frozen=True)
+class ErrorCount:
+    code: str
+    count: int
+    example: str
+
+
+@dataclass(frozen=True)
+class BatchDetail:
+    batch: Batch
+    errors: list[ErrorCount]
+    webhook: WebhookDelivery | None
+
+
+def batch_detail(runtime: Runtime, batch_id: uuid.UUID) -> BatchDetail:
+    with transaction(runtime.sessions) as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise NotFound(f"no batch with request id {batch_id}")
+        errors: list[ErrorCount] = []
+        if batch.images_failed:
+            rows = session.execute(
+                select(Image.error_code, func.count(), func.min(Image.error_message))
+                .where(Image.batch_id == batch_id, Image.status == ImageStatus.FAILED)
+                .group_by(Image.error_code)
+                .order_by(func.count().desc())
+                .limit(20)
+            ).all()
+            errors = [ErrorCount(code or "error", n, example or "") for code, n, example in rows]
+        webhook = session.scalar(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.batch_id == batch_id)
+            .order_by(WebhookDelivery.created_at.desc())
+            .limit(1)
+        )
+    return BatchDetail(batch=batch, errors=errors, webhook=webhook)
+
+
+def list_batches(
+    runtime: Runtime, *, offset: int, limit: int, status: BatchStatus | None = None
+) -> tuple[list[Batch], int]:
+    with transaction(runtime.sessions) as session:
+        query = select(Batch)
+        count = select(func.count()).select_from(Batch)
+        if status is not None:
+            query = query.where(Batch.status == status)
+            count = count.where(Batch.status == status)
+        total = session.scalar(count) or 0
+        batches = list(
+            session.scalars(query.order_by(Batch.created_at.desc()).offset(offset).limit(limit))
+        )
+    return batches, total
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    image: Image
+    row_number: int
+    serial: str
+
+
+def list_images(
+    runtime: Runtime,
+    batch_id: uuid.UUID,
+    *,
+    offset: int,
+    limit: int,
+    status: ImageStatus | None = None,
+) -> tuple[list[ImageRow], int]:
+    get_batch(runtime, batch_id)
+    with transaction(runtime.sessions) as session:
+        query = (
+            select(Image, Product.row_number, Product.serial)
+            .join(Product, Product.id == Image.product_id)
+            .where(Image.batch_id == batch_id)
+        )
+        count = select(func.count()).select_from(Image).where(Image.batch_id == batch_id)
+        if status is not None:
+            query = query.where(Image.status == status)
+            count = count.where(Image.status == status)
+        total = session.scalar(count) or 0
+        rows = session.execute(
+            query.order_by(Product.row_number, Image.position).offset(offset).limit(limit)
+        ).all()
+    return [ImageRow(image, row_number, serial) for image, row_number, serial in rows], total
+
+
+def cancel_batch(runtime: Runtime, batch_id: uuid.UUID) -> Batch:
+    with transaction(runtime.sessions) as session:
+        if session.get(Batch, batch_id) is None:
+            raise NotFound(f"no batch with request id {batch_id}")
+        if not queries.cancel_batch(session, batch_id):
+            raise Conflict("only a pending or processing batch can be cancelled")
+    return get_batch(runtime, batch_id)
+
+
+def retry_failed(runtime: Runtime, batch_id: uuid.UUID) -> tuple[Batch, int]:
+    with transaction(runtime.sessions) as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise NotFound(f"no batch with request id {batch_id}")
+        count = queries.retry_failed_images(session, batch_id)
+        if not count:
+            raise Conflict("the batch has no failed images to retry (or has not finished yet)")
+    return get_batch(runtime, batch_id), count
+
+
+def output_csv_key_for(runtime: Runtime, batch_id: uuid.UUID) -> str:
+    batch = get_batch(runtime, batch_id)
+    if batch.output_key is None:
+        raise Conflict(
+            f"the output CSV is not ready: batch is {batch.status.value}",
+            code="output_not_ready",
+        )
+    return batch.output_key

@@ -1,0 +1,1 @@
+"""Database: models, engine, migrations and the queries that move state."""

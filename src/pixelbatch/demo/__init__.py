@@ -1,0 +1,1 @@
+"""An offline demo: a generated example catalog served from a local image server."""

@@ -1,0 +1,1 @@
+"""Turning pending images into stored outputs: one routine, several dispatchers."""

@@ -1,0 +1,158 @@
+"""The embedded dispatcher: leases images from the database and runs the routine in-process.
+
+Downloads run on a thread pool (they wait on the network), transforms on a process pool
+(they need the cores). The dispatcher keeps about twice as many images in flight as there are
+download threads, so a decode never waits for a download to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import update
+
+from pixelbatch.db import queries
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import Image, ImageStatus
+from pixelbatch.jobs.finalize import finalize_batch
+from pixelbatch.jobs.routine import handle_image
+from pixelbatch.jobs.transform_pool import TransformPool
+from pixelbatch.runtime import Runtime
+from pixelbatch.webhooks.delivery import deliver_due
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker:
+    def __init__(self, runtime: Runtime, *, batch_id: uuid.UUID | None = None) -> None:
+        self.runtime = runtime
+        self.batch_id = batch_id
+        self.owner = f"embedded-{uuid.uuid4().hex[:12]}"
+        settings = runtime.settings
+        self.capacity = max(2, settings.fetch_concurrency * 2)
+        self._downloads = ThreadPoolExecutor(
+            max_workers=settings.fetch_concurrency, thread_name_prefix="pixelbatch-image"
+        )
+        self._transforms = TransformPool(settings.resolved_transform_workers, settings.max_pixels)
+        self._inflight: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for target, name in (
+            (self._dispatch_loop, "pixelbatch-dispatch"),
+            (self._maintenance_loop, "pixelbatch-maintenance"),
+            (self._webhook_loop, "pixelbatch-webhooks"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def stop(self) -> None:
+        """Stop taking work, let in-flight images finish, hand back anything unstarted."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._downloads.shutdown(wait=True, cancel_futures=True)
+        self._transforms.shutdown()
+        self._release_leases()
+
+    def _release_leases(self) -> None:
+        with transaction(self.runtime.sessions) as session:
+            session.execute(
+                update(Image)
+                .where(Image.lease_owner == self.owner, Image.status == ImageStatus.PROCESSING)
+                .values(status=ImageStatus.PENDING, lease_owner=None, lease_until=None)
+            )
+
+    def _dispatch_loop(self) -> None:
+        settings = self.runtime.settings
+        while not self._stop.is_set():
+            claimed = 0
+            try:
+                room = self.capacity - self.inflight
+                if room > 0:
+                    claimed = self._claim(room)
+            except Exception:
+                log.exception("could not claim images; retrying")
+                self._stop.wait(settings.poll_interval)
+            if claimed and self.inflight < self.capacity:
+                continue
+            self._wake.wait(settings.poll_interval)
+            self._wake.clear()
+
+    def _claim(self, room: int) -> int:
+        with transaction(self.runtime.sessions) as session:
+            items = queries.claim_images(
+                session,
+                owner=self.owner,
+                limit=room,
+                lease_seconds=self.runtime.settings.lease_seconds,
+                batch_id=self.batch_id,
+            )
+        for item in items:
+            with self._lock:
+                self._inflight.add(item.id)
+            self._downloads.submit(self._run_one, item)
+        return len(items)
+
+    def _run_one(self, item: queries.ClaimedImage) -> None:
+        try:
+            handle_image(self.runtime, item, self.owner, self._transforms)
+        except Exception:
+            # Recording failed (database down?): the lease expires and the image is retried.
+            log.exception("could not record image %s; it will be retried", item.id)
+        finally:
+            with self._lock:
+                self._inflight.discard(item.id)
+            self._wake.set()
+
+    def _maintenance_loop(self) -> None:
+        """Keep our leases alive and finish batches a crashed finaliser left behind."""
+        settings = self.runtime.settings
+        renew_every = max(0.2, settings.lease_seconds / 3)
+        last_renew = time.monotonic()
+        while not self._stop.wait(min(settings.poll_interval, renew_every)):
+            try:
+                if time.monotonic() - last_renew >= renew_every:
+                    with self._lock:
+                        ids = list(self._inflight)
+                    with transaction(self.runtime.sessions) as session:
+                        queries.renew_leases(
+                            session,
+                            owner=self.owner,
+                            ids=ids,
+                            lease_seconds=settings.lease_seconds,
+                        )
+                    last_renew = time.monotonic()
+                with transaction(self.runtime.sessions) as session:
+                    ready = queries.batches_ready_to_finalize(session)
+                for batch_id in ready:
+                    if self.batch_id is None or batch_id == self.batch_id:
+                        finalize_batch(self.runtime, batch_id)
+            except Exception:
+                log.exception("maintenance pass failed; retrying")
+
+    def _webhook_loop(self) -> None:
+        settings = self.runtime.settings
+        while not self._stop.wait(settings.poll_interval):
+            try:
+                while deliver_due(self.runtime) and not self._stop.is_set():
+                    pass
+            except Exception:
+                log.exception("webhook pass failed; retrying")

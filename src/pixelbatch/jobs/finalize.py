@@ -1,0 +1,121 @@
+"""Finish a batch exactly once: write the output CSV, set the final state, queue the webhook."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from pixelbatch.catalog import OutputRow, format_image_error, write_output_csv
+from pixelbatch.db import queries
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product
+from pixelbatch.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FINALIZER_LEASE_SECONDS = 600
+PAGE_SIZE = 1000
+
+
+def output_csv_key(batch_id: uuid.UUID) -> str:
+    return f"{batch_id}/output.csv"
+
+
+def output_csv_url(runtime: Runtime, batch_id: uuid.UUID) -> str:
+    return f"{runtime.settings.resolved_public_url}/api/batches/{batch_id}/output.csv"
+
+
+def _product_row(runtime: Runtime, product: Product, images: list[Image]) -> OutputRow:
+    outputs: list[str | None] = []
+    errors: list[str] = []
+    for image in images:
+        if image.status == ImageStatus.DONE and image.output_key:
+            outputs.append(runtime.storage.url(image.output_key))
+        else:
+            outputs.append(None)
+            reason = image.error_message or image.status.value.lower()
+            errors.append(format_image_error(image.position + 1, image.url, reason))
+    done = sum(1 for o in outputs if o is not None)
+    status = "OK" if done == len(outputs) else ("FAILED" if done == 0 else "PARTIAL")
+    return OutputRow(
+        serial=product.serial,
+        name=product.name,
+        input_urls=[i.url for i in images],
+        output_urls=outputs,
+        extra=product.extra,
+        status=status,
+        errors=errors,
+    )
+
+
+def _rows(runtime: Runtime, batch_id: uuid.UUID) -> Iterator[OutputRow]:
+    after = 0
+    while True:
+        with transaction(runtime.sessions) as session:
+            page = queries.output_rows_page(session, batch_id, after, PAGE_SIZE)
+        if not page:
+            return
+        for product, images in page:
+            yield _product_row(runtime, product, images)
+        after = page[-1][0].row_number
+
+
+def final_status(done: int, failed: int) -> BatchStatus:
+    if failed == 0:
+        return BatchStatus.COMPLETED
+    return BatchStatus.FAILED if done == 0 else BatchStatus.COMPLETED_WITH_ERRORS
+
+
+def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
+    """Returns True if this call finalised the batch; False if it was not ready or another
+    worker holds or finished the job."""
+    with transaction(runtime.sessions) as session:
+        if not queries.claim_finalization(session, batch_id, FINALIZER_LEASE_SECONDS):
+            return False
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        extra_columns = list(batch.extra_columns)
+    key = output_csv_key(batch_id)
+    tmp_dir = runtime.settings.data_dir if runtime.settings.is_embedded else None
+    fd, name = tempfile.mkstemp(suffix=".csv", dir=tmp_dir)
+    tmp_path = Path(name)
+    with open(fd, "w", encoding="utf-8", newline="") as fh:
+        write_output_csv(fh, extra_columns, _rows(runtime, batch_id))
+    try:
+        with tmp_path.open("rb") as csv_file:
+            runtime.storage.put_file(key, csv_file, "text/csv")
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    with transaction(runtime.sessions) as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        status = final_status(batch.images_done, batch.images_failed)
+        message = f"{batch.images_done} of {batch.images_total} images processed" + (
+            f", {batch.images_failed} failed" if batch.images_failed else ""
+        )
+        payload = {
+            "request_id": str(batch_id),
+            "status": status.value,
+            "output_csv": output_csv_url(runtime, batch_id),
+            "counts": {
+                "products": batch.products_total,
+                "images_total": batch.images_total,
+                "images_done": batch.images_done,
+                "images_failed": batch.images_failed,
+            },
+            "message": message,
+        }
+        finished = queries.complete_batch(
+            session,
+            batch_id,
+            status=status,
+            output_key=key,
+            message=message,
+            webhook_payload=payload,
+        )
+    if finished:
+        log.info("batch %s finished: %s (%s)", batch_id, status.value, message)
+    return finished

@@ -1,0 +1,126 @@
+"""The one routine that processes images: fetch, transform, store, record.
+
+Both dispatchers (the embedded worker pool and Celery) call ``handle_image`` or
+``process_chunk``; they differ only in where images come from and where transforms run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from pixelbatch.db import queries
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import Batch
+from pixelbatch.errors import PixelbatchError
+from pixelbatch.jobs.finalize import finalize_batch
+from pixelbatch.jobs.transform_pool import TransformRunner
+from pixelbatch.runtime import Runtime
+from pixelbatch.transform import TransformOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    image_id: int
+    batch_id: uuid.UUID
+    success: queries.ImageSuccess | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    duration_ms: float = 0.0
+
+
+def output_key(batch_id: uuid.UUID, row_number: int, position: int, extension: str) -> str:
+    """Deterministic, so a re-run overwrites; under the batch's random id, so not guessable."""
+    return f"{batch_id}/{row_number:07d}-{position + 1:02d}.{extension}"
+
+
+def produce(runtime: Runtime, item: queries.ClaimedImage, runner: TransformRunner) -> Outcome:
+    """Fetch, transform and store one image. Never raises: every failure becomes an Outcome."""
+    started = time.monotonic()
+
+    def elapsed() -> float:
+        return (time.monotonic() - started) * 1000
+
+    try:
+        options = TransformOptions.model_validate(item.options)
+        fetched = runtime.fetcher.fetch(item.url)
+        result = runner(fetched.data, options)
+        key = output_key(item.batch_id, item.row_number, item.position, result.extension)
+        runtime.storage.put(key, result.data, result.content_type)
+    except PixelbatchError as exc:
+        return Outcome(item.id, item.batch_id, None, exc.code, exc.message, elapsed())
+    except Exception:
+        log.exception("unexpected error processing image %s (%s)", item.id, item.url)
+        return Outcome(
+            item.id,
+            item.batch_id,
+            None,
+            "internal_error",
+            "internal error processing image",
+            elapsed(),
+        )
+    success = queries.ImageSuccess(
+        output_key=key,
+        content_type=result.content_type,
+        bytes_in=len(fetched.data),
+        bytes_out=len(result.data),
+        width=result.width,
+        height=result.height,
+        source_format=result.source_format,
+        source_quality=result.source_quality,
+        output_quality=result.output_quality,
+        duration_ms=elapsed(),
+    )
+    return Outcome(item.id, item.batch_id, success, duration_ms=success.duration_ms)
+
+
+def record(runtime: Runtime, outcome: Outcome, owner: str) -> bool:
+    """Record the outcome once; returns True when this recording completed its batch."""
+    with transaction(runtime.sessions) as session:
+        if outcome.success is not None:
+            recorded = queries.record_success(session, outcome.image_id, owner, outcome.success)
+        else:
+            recorded = queries.record_failure(
+                session,
+                outcome.image_id,
+                owner,
+                outcome.error_code or "error",
+                outcome.error_message or "failed",
+                outcome.duration_ms,
+            )
+        if not recorded:
+            log.info("image %s was already recorded by another worker", outcome.image_id)
+            return False
+        batch = session.get(Batch, outcome.batch_id)
+        return batch is not None and batch.images_done + batch.images_failed >= batch.images_total
+
+
+def handle_image(
+    runtime: Runtime, item: queries.ClaimedImage, owner: str, runner: TransformRunner
+) -> None:
+    outcome = produce(runtime, item, runner)
+    if record(runtime, outcome, owner):
+        finalize_batch(runtime, item.batch_id)
+
+
+def process_chunk(
+    runtime: Runtime,
+    items: Sequence[queries.ClaimedImage],
+    owner: str,
+    runner: TransformRunner,
+    threads: int,
+    on_done: Callable[[int], None] | None = None,
+) -> None:
+    """Process a chunk with its downloads overlapped: while one image decodes, others fetch."""
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
+        for item, _ in zip(
+            items, pool.map(lambda i: handle_image(runtime, i, owner, runner), items), strict=True
+        ):
+            if on_done is not None:
+                on_done(item.id)

@@ -1,0 +1,51 @@
+"""The long-lived objects one process needs, built once from settings.
+
+API, CLI and workers all start from a ``Runtime``, so there is exactly one way to get a
+database session, a storage backend or a fetcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from pixelbatch.db import migrate
+from pixelbatch.db.engine import make_engine, make_session_factory
+from pixelbatch.fetch import FetchConfig, Fetcher
+from pixelbatch.settings import Settings
+from pixelbatch.storage import Storage, storage_from_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine = field(init=False)
+    sessions: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.settings.is_embedded:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(self.settings.resolved_database_url)
+        self.sessions = make_session_factory(self.engine)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return storage_from_settings(self.settings)
+
+    @cached_property
+    def fetcher(self) -> Fetcher:
+        return Fetcher(FetchConfig.from_settings(self.settings))
+
+    def migrate(self) -> None:
+        migrate.upgrade(self.engine)
+
+    def close(self) -> None:
+        if "fetcher" in self.__dict__:
+            self.fetcher.close()
+        self.engine.dispose()

@@ -1,0 +1,68 @@
+"""Local-disk storage; the API serves its files under ``/files/``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from pixelbatch.errors import NotFound
+from pixelbatch.storage.base import StoredObject, validate_key
+
+
+class LocalStorage:
+    def __init__(self, root: Path, public_base_url: str) -> None:
+        self.root = root
+        self.public_base_url = public_base_url.rstrip("/")
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename so a reader never sees half a file and a re-run overwrites.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return StoredObject(key=key, size=len(data), content_type=content_type)
+
+    def put_file(self, key: str, source: IO[bytes], content_type: str) -> StoredObject:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                shutil.copyfileobj(source, fh, 1024 * 1024)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return StoredObject(key=key, size=path.stat().st_size, content_type=content_type)
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound("file not found")
+        return path
+
+    def read(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound("file not found") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def url(self, key: str) -> str:
+        return f"{self.public_base_url}/files/{validate_key(key)}"

@@ -1,0 +1,1 @@
+"""Signed webhook delivery with retries (Standard Webhooks style)."""

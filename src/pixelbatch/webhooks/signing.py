@@ -1,0 +1,89 @@
+"""Standard Webhooks signatures: HMAC-SHA256 over ``{id}.{timestamp}.{body}``.
+
+Receivers verify with any Standard Webhooks library or with ``verify`` below.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+
+from pixelbatch.errors import PixelbatchError
+from pixelbatch.settings import Settings
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+SECRET_FILE = "webhook_secret"  # noqa: S105 - a file name
+
+
+class InvalidSignature(PixelbatchError):
+    code = "invalid_signature"
+    status_code = 400
+
+
+def decode_secret(secret: str) -> bytes:
+    if secret.startswith(SECRET_PREFIX):
+        return base64.b64decode(secret[len(SECRET_PREFIX) :])
+    return secret.encode()
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def load_or_create_secret(settings: Settings) -> str:
+    """The configured secret, or in embedded mode one generated once and kept in the data dir."""
+    if settings.webhook_secret is not None:
+        return settings.webhook_secret.get_secret_value()
+    path = settings.data_dir / SECRET_FILE
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = new_secret()
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(decode_secret(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_headers(
+    secret: str, msg_id: str, body: bytes, now: float | None = None
+) -> dict[str, str]:
+    timestamp = int(now if now is not None else time.time())
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "content-type": "application/json",
+    }
+
+
+def verify(
+    secret: str,
+    headers: dict[str, str],
+    body: bytes,
+    tolerance: int = 300,
+    now: float | None = None,
+) -> None:
+    """Receiver-side check: raises ``InvalidSignature`` unless a v1 signature matches and the
+    timestamp is within ``tolerance`` seconds (replay protection)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id = lowered["webhook-id"]
+        timestamp = int(lowered["webhook-timestamp"])
+        offered = lowered["webhook-signature"].split()
+    except (KeyError, ValueError):
+        raise InvalidSignature("missing or malformed webhook headers") from None
+    current = now if now is not None else time.time()
+    if abs(current - timestamp) > tolerance:
+        raise InvalidSignature("webhook timestamp outside the tolerance window")
+    expected = sign(secret, msg_id, timestamp, body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        raise InvalidSignature("no matching webhook signature")

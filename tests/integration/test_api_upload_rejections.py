@@ -1,0 +1,91 @@
+"""Bad catalogs are rejected whole, with every problem named by row and column."""
+
+from __future__ import annotations
+
+from pixelbatch.demo.server import ImageServer
+from tests import support
+
+
+def _upload(client, body: bytes):
+    return client.post("/api/upload", files={"file": ("bad.csv", body, "text/csv")})
+
+
+def test_rejects_with_rows_and_columns_and_stores_nothing(
+    server: support.ServerProcess, images: ImageServer
+) -> None:
+    good = f"{images.base_url}/q90.jpg"
+    body = support.csv_bytes(
+        [
+            ["1", "Fine", good],
+            ["2", "", good],
+            ["3", "No urls", ""],
+            ["1", "Duplicate serial", good],
+            ["5", "Bad scheme", f"{good}, ftp://example.com/a.jpg"],
+        ]
+    )
+    with server.client() as client:
+        response = _upload(client, body)
+        assert response.status_code == 400
+        error = response.json()
+        assert error["code"] == "invalid_csv"
+        problems = {(p["row"], p["column"]) for p in error["details"]["problems"]}
+        assert (3, "Product Name") in problems
+        assert (4, "Input Image Urls") in problems
+        assert (5, "S. No.") in problems
+        assert (6, "Input Image Urls") in problems
+        assert "ftp://example.com/a.jpg" in str(error["details"])
+        assert "Traceback" not in response.text
+        assert client.get("/api/batches").json()["total"] == 0
+
+
+def test_missing_columns_are_listed(server: support.ServerProcess) -> None:
+    body = support.csv_bytes([["1", "x"]], header=["S. No.", "Name"])
+    with server.client() as client:
+        response = _upload(client, body)
+        assert response.status_code == 400
+        message = str(response.json())
+        assert "Product Name" in message and "Input Image Urls" in message
+
+
+def test_non_utf8_names_the_row(server: support.ServerProcess, images: ImageServer) -> None:
+    body = (
+        support.csv_bytes([["1", "ok", f"{images.base_url}/q90.jpg"]])
+        + b"2,caf\xe9,http://a/b.jpg\r\n"
+    )
+    with server.client() as client:
+        response = _upload(client, body)
+        assert response.status_code == 400
+        assert "row 3" in str(response.json()).lower() or any(
+            p["row"] == 3 for p in response.json()["details"]["problems"]
+        )
+
+
+def test_oversized_upload_is_413(tmp_path, server_env) -> None:
+    proc = support.ServerProcess(
+        tmp_path / "small", {**server_env, "PIXELBATCH_MAX_UPLOAD_BYTES": "10000"}
+    ).start()
+    try:
+        with proc.client() as client:
+            body = (
+                b"S. No.,Product Name,Input Image Urls\r\n"
+                + b"1,x,http://a.example/b.jpg\r\n" * 5000
+            )
+            response = _upload(client, body)
+            assert response.status_code == 413
+            assert response.json()["code"] == "payload_too_large"
+            assert client.get("/api/batches").json()["total"] == 0
+    finally:
+        proc.stop()
+
+
+def test_semicolon_dialect_with_bom_is_accepted(
+    server: support.ServerProcess, images: ImageServer
+) -> None:
+    body = "\ufeff" + "sno;PRODUCT NAME;input image urls;Colour\r\n"
+    body += f'7;"Mug; blue";"{images.base_url}/q90.jpg,{images.base_url}/photo.webp";blue\r\n'
+    with server.client() as client:
+        response = _upload(client, body.encode())
+        assert response.status_code == 202, response.text
+        status = support.wait_final(client, response.json()["request_id"])
+        assert status["status"] == "COMPLETED"
+        assert status["counts"]["images_done"] == 2
