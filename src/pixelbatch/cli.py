@@ -25,7 +25,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -52,12 +52,75 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    mode = "embedded" if settings.is_embedded else "distributed"
+    if not settings.is_embedded:
+        _require_migrated(settings)
+    mode = "embedded" if settings.is_embedded else "distributed (API only; run workers apart)"
     console.print(
         f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
         f"(data in {settings.data_dir.resolve()}) — API docs at /docs"
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _require_migrated(settings: Settings) -> None:
+    """A shared database is migrated by an operator, never implicitly by a replica."""
+    from pixelbatch.db import migrate
+    from pixelbatch.db.engine import make_engine
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        current, head = migrate.current_revision(engine), migrate.head_revision()
+    except Exception as exc:
+        err_console.print(f"[bold red]error[/]: cannot reach the database: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    if current != head:
+        err_console.print(
+            f"[bold red]error[/]: the database is at revision {current or 'none'}, the code "
+            f"needs {head}; run `pixelbatch db upgrade` first"
+        )
+        raise typer.Exit(2)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Worker processes (default: one per core)")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+    hostname: Annotated[
+        str | None, typer.Option(help="Celery node name (default celery@<host>)")
+    ] = None,
+) -> None:
+    """Run a Celery worker for the distributed mode (needs PIXELBATCH_BROKER_URL)."""
+    import os
+
+    settings = Settings()
+    if settings.is_embedded:
+        err_console.print(
+            "[bold red]error[/]: PIXELBATCH_BROKER_URL is not set; the embedded mode needs no "
+            "separate worker (`pixelbatch serve` runs its own)"
+        )
+        raise typer.Exit(2)
+    _require_migrated(settings)
+    _setup_logging(True)
+    from pixelbatch.jobs.celery_app import QUEUE
+    from pixelbatch.jobs.celery_app import app as celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency or os.cpu_count() or 1}",
+            f"--queues={QUEUE}",
+            f"--loglevel={loglevel}",
+            "--prefetch-multiplier=1",
+            "--optimization=fair",
+            "--without-gossip",
+            "--without-mingle",
+            *([f"--hostname={hostname}"] if hostname else []),
+        ]
+    )
 
 
 def _options(

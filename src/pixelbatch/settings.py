@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     chunk_size: int = 16
     lease_seconds: float = 120.0
     poll_interval: float = 1.0
+    finalize_lease_seconds: float = 300.0
+    # Distributed mode: how often a worker sweeps for work whose message was lost, how many
+    # doorbell messages keep the queue moving, and the hard time limit of one chunk.
+    sweep_interval: float = 15.0
+    dispatch_fanout: int = 32
+    chunk_time_limit: float = 600.0
+    worker_max_memory_mb: int = 600
 
     # Webhooks.
     webhook_secret: SecretStr | None = None

@@ -47,16 +47,21 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         prepare_database(runtime)
         app.state.runtime = runtime
         worker = None
-        if start_worker and settings.is_embedded:
+        if settings.is_embedded:
             from pixelbatch.jobs.embedded import EmbeddedWorker
 
             worker = EmbeddedWorker(runtime)
-            worker.start()
-        app.state.worker = worker
+            if start_worker:
+                worker.start()
+            app.state.dispatcher = worker
+        else:
+            from pixelbatch.jobs.celery_app import CeleryDispatcher
+
+            app.state.dispatcher = CeleryDispatcher(settings)
         try:
             yield
         finally:
-            if worker is not None:
+            if worker is not None and start_worker:
                 worker.stop()
             runtime.close()
 

@@ -16,6 +16,7 @@ from pixelbatch.api import schemas
 from pixelbatch.db import migrate
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
 from pixelbatch.errors import InvalidInput, NotFound
+from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import output_csv_url
 from pixelbatch.runtime import Runtime
 from pixelbatch.transform import OutputFormat, TransformOptions
@@ -37,6 +38,11 @@ mimetypes.add_type("image/avif", ".avif")
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def _dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
 
 
 def _status_url(runtime: Runtime, batch_id: uuid.UUID) -> str:
@@ -111,9 +117,8 @@ def upload(
         webhook_url=webhook_url or None,
         idempotency_key=idempotency_key,
     )
-    worker = getattr(request.app.state, "worker", None)
-    if created and worker is not None:
-        worker.wake()
+    if created:
+        _dispatcher(request).new_work(batch.images_total)
     body = schemas.UploadResponse(
         request_id=batch.id, status=batch.status, status_url=_status_url(runtime, batch.id)
     )
@@ -263,9 +268,7 @@ def cancel(request: Request, request_id: uuid.UUID) -> schemas.BatchSummary:
 def retry(request: Request, request_id: uuid.UUID) -> schemas.RetryResponse:
     runtime = _runtime(request)
     batch, count = batches.retry_failed(runtime, request_id)
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None:
-        worker.wake()
+    _dispatcher(request).new_work(count)
     return schemas.RetryResponse(request_id=batch.id, status=batch.status, requeued=count)
 
 

@@ -152,14 +152,10 @@ def _claim_from_batch(
     now: datetime,
     lease_seconds: float,
 ) -> list[ClaimedImage]:
-    claimable = or_(
-        Image.status == ImageStatus.PENDING,
-        and_(Image.status == ImageStatus.PROCESSING, Image.lease_until < now),
-    )
     query = (
         select(Image.id, Image.url, Image.position, Product.row_number)
         .join(Product, Product.id == Image.product_id)
-        .where(Image.batch_id == batch_id, claimable)
+        .where(Image.batch_id == batch_id, _claimable_now(now))
         .order_by(Image.id)
         .limit(take)
     )
@@ -194,6 +190,42 @@ def _claim_from_batch(
         )
         for r in rows
     ]
+
+
+def _claimable_now(now: datetime) -> Any:
+    return or_(
+        Image.status == ImageStatus.PENDING,
+        and_(Image.status == ImageStatus.PROCESSING, Image.lease_until < now),
+    )
+
+
+def count_claimable(session: Session) -> int:
+    """Images of active batches that no live lease covers: work waiting for a worker."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Image)
+            .join(Batch, Batch.id == Image.batch_id)
+            .where(Batch.status.in_(ACTIVE_BATCH_STATES), _claimable_now(utcnow()))
+        )
+        or 0
+    )
+
+
+def count_due_deliveries(session: Session) -> int:
+    now = utcnow()
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(
+                WebhookDelivery.status == DeliveryStatus.PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
+            )
+        )
+        or 0
+    )
 
 
 def renew_leases(session: Session, *, owner: str, ids: Iterable[int], lease_seconds: float) -> int:

@@ -21,6 +21,13 @@ class Route:
 Handler = Callable[[BaseHTTPRequestHandler], None]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early (timeouts, caps) are expected, not worth a traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 class ImageServer:
     """Serves fixed routes (path → bytes) or custom handlers, with optional latency."""
 
@@ -62,7 +69,7 @@ class ImageServer:
                 self.end_headers()
                 self.wfile.write(route.body)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

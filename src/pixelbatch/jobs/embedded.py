@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +17,8 @@ from sqlalchemy import update
 from pixelbatch.db import queries
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Image, ImageStatus
-from pixelbatch.jobs.finalize import finalize_batch
+from pixelbatch.jobs.finalize import finalize_ready_batches
+from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.routine import handle_image
 from pixelbatch.jobs.transform_pool import TransformPool
 from pixelbatch.runtime import Runtime
@@ -38,13 +38,13 @@ class EmbeddedWorker:
             max_workers=settings.fetch_concurrency, thread_name_prefix="pixelbatch-image"
         )
         self._transforms = TransformPool(settings.resolved_transform_workers, settings.max_pixels)
-        self._inflight: set[int] = set()
-        self._lock = threading.Lock()
+        self._leases = LeaseKeeper(runtime, self.owner)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        self._leases.start()
         for target, name in (
             (self._dispatch_loop, "pixelbatch-dispatch"),
             (self._maintenance_loop, "pixelbatch-maintenance"),
@@ -57,10 +57,13 @@ class EmbeddedWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    def new_work(self, images: int) -> None:
+        """Dispatcher interface: new images were committed."""
+        self._wake.set()
+
     @property
     def inflight(self) -> int:
-        with self._lock:
-            return len(self._inflight)
+        return len(self._leases)
 
     def stop(self) -> None:
         """Stop taking work, let in-flight images finish, hand back anything unstarted."""
@@ -70,6 +73,7 @@ class EmbeddedWorker:
             thread.join(timeout=30)
         self._downloads.shutdown(wait=True, cancel_futures=True)
         self._transforms.shutdown()
+        self._leases.stop()
         self._release_leases()
 
     def _release_leases(self) -> None:
@@ -105,9 +109,8 @@ class EmbeddedWorker:
                 lease_seconds=self.runtime.settings.lease_seconds,
                 batch_id=self.batch_id,
             )
+        self._leases.hold(item.id for item in items)
         for item in items:
-            with self._lock:
-                self._inflight.add(item.id)
             self._downloads.submit(self._run_one, item)
         return len(items)
 
@@ -118,33 +121,16 @@ class EmbeddedWorker:
             # Recording failed (database down?): the lease expires and the image is retried.
             log.exception("could not record image %s; it will be retried", item.id)
         finally:
-            with self._lock:
-                self._inflight.discard(item.id)
+            self._leases.release(item.id)
             self._wake.set()
 
     def _maintenance_loop(self) -> None:
-        """Keep our leases alive and finish batches a crashed finaliser left behind."""
+        """Finish batches whose finaliser died (crash recovery)."""
         settings = self.runtime.settings
-        renew_every = max(0.2, settings.lease_seconds / 3)
-        last_renew = time.monotonic()
-        while not self._stop.wait(min(settings.poll_interval, renew_every)):
+        while not self._stop.wait(settings.poll_interval):
             try:
-                if time.monotonic() - last_renew >= renew_every:
-                    with self._lock:
-                        ids = list(self._inflight)
-                    with transaction(self.runtime.sessions) as session:
-                        queries.renew_leases(
-                            session,
-                            owner=self.owner,
-                            ids=ids,
-                            lease_seconds=settings.lease_seconds,
-                        )
-                    last_renew = time.monotonic()
-                with transaction(self.runtime.sessions) as session:
-                    ready = queries.batches_ready_to_finalize(session)
-                for batch_id in ready:
-                    if self.batch_id is None or batch_id == self.batch_id:
-                        finalize_batch(self.runtime, batch_id)
+                for batch_id in finalize_ready_batches(self.runtime, only=self.batch_id):
+                    log.info("recovered finalisation of batch %s", batch_id)
             except Exception:
                 log.exception("maintenance pass failed; retrying")
 

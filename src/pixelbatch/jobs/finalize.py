@@ -16,7 +16,6 @@ from pixelbatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-FINALIZER_LEASE_SECONDS = 600
 PAGE_SIZE = 1000
 
 
@@ -73,7 +72,8 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
     """Returns True if this call finalised the batch; False if it was not ready or another
     worker holds or finished the job."""
     with transaction(runtime.sessions) as session:
-        if not queries.claim_finalization(session, batch_id, FINALIZER_LEASE_SECONDS):
+        lease = runtime.settings.finalize_lease_seconds
+        if not queries.claim_finalization(session, batch_id, lease):
             return False
         batch = session.get(Batch, batch_id)
         assert batch is not None
@@ -119,3 +119,15 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
     if finished:
         log.info("batch %s finished: %s (%s)", batch_id, status.value, message)
     return finished
+
+
+def finalize_ready_batches(runtime: Runtime, only: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """Finalise every batch whose images are all recorded but that no live finaliser holds:
+    the recovery path when a worker died between its last image and the output CSV."""
+    with transaction(runtime.sessions) as session:
+        ready = queries.batches_ready_to_finalize(session)
+    return [
+        batch_id
+        for batch_id in ready
+        if (only is None or batch_id == only) and finalize_batch(runtime, batch_id)
+    ]

@@ -103,10 +103,11 @@ def record(runtime: Runtime, outcome: Outcome, owner: str) -> bool:
 
 def handle_image(
     runtime: Runtime, item: queries.ClaimedImage, owner: str, runner: TransformRunner
-) -> None:
+) -> bool:
+    """Process one leased image; returns True if it was its batch's last and this call
+    finalised the batch."""
     outcome = produce(runtime, item, runner)
-    if record(runtime, outcome, owner):
-        finalize_batch(runtime, item.batch_id)
+    return record(runtime, outcome, owner) and finalize_batch(runtime, item.batch_id)
 
 
 def process_chunk(
@@ -116,11 +117,16 @@ def process_chunk(
     runner: TransformRunner,
     threads: int,
     on_done: Callable[[int], None] | None = None,
-) -> None:
-    """Process a chunk with its downloads overlapped: while one image decodes, others fetch."""
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
-        for item, _ in zip(
-            items, pool.map(lambda i: handle_image(runtime, i, owner, runner), items), strict=True
-        ):
+) -> int:
+    """Process a chunk with its downloads overlapped: while one image decodes, others fetch.
+    Returns how many batches this chunk finalised."""
+
+    def one(item: queries.ClaimedImage) -> bool:
+        try:
+            return handle_image(runtime, item, owner, runner)
+        finally:
             if on_done is not None:
                 on_done(item.id)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
+        return sum(pool.map(one, items))

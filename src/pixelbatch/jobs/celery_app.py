@@ -1,0 +1,239 @@
+"""The distributed dispatcher: Celery workers running the same routine as the embedded mode.
+
+Messages are doorbells, not work lists. A ``work`` task leases one chunk of images from the
+database (shared fairly across the active batches, see ``queries.claim_images``) and runs
+the routine on it; the database stays the only record of what is left to do. A full chunk
+rings the bell once more, so the queue keeps moving while work remains, and a sweeper in
+every worker's main process rings it again when messages were lost (a broker restarted
+without persistence), finishes batches whose finaliser died, and queues due webhooks.
+
+Late acks, reject-on-worker-lost and a prefetch of one mean a chunk in a killed worker is
+redelivered; its images come back when their leases expire, and every image is recorded once
+because recording is a conditional UPDATE on the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, signals
+from sqlalchemy.exc import OperationalError
+
+from pixelbatch.db import queries
+from pixelbatch.db.engine import transaction
+from pixelbatch.jobs.finalize import finalize_ready_batches
+from pixelbatch.jobs.leases import LeaseKeeper
+from pixelbatch.jobs.routine import process_chunk
+from pixelbatch.jobs.transform_pool import inline_runner
+from pixelbatch.runtime import Runtime
+from pixelbatch.settings import Settings
+from pixelbatch.webhooks.delivery import deliver_due
+
+log = logging.getLogger(__name__)
+
+QUEUE = "pixelbatch"
+WORK_TASK = "pixelbatch.work"
+DELIVER_TASK = "pixelbatch.deliver_webhooks"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("pixelbatch", broker=settings.broker_url or "memory://", set_as_current=False)
+    hard_limit = settings.chunk_time_limit
+    celery.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=hard_limit,
+        task_soft_time_limit=max(1.0, hard_limit - 30),
+        # Longer than the longest chunk, so Redis never hands a running chunk to a second
+        # worker; a chunk of a dead worker comes back through reject-on-worker-lost or leases.
+        broker_transport_options={"visibility_timeout": int(hard_limit * 2 + 60)},
+        broker_connection_retry_on_startup=True,
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
+        worker_hijack_root_logger=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return celery
+
+
+app = make_celery(Settings())
+
+
+@dataclass
+class _WorkerState:
+    pid: int
+    runtime: Runtime
+    owner: str
+    leases: LeaseKeeper
+
+
+_state: _WorkerState | None = None
+_state_lock = threading.Lock()
+
+
+def _worker_state() -> _WorkerState:
+    """One runtime per worker process, built after the fork (engines must not be shared)."""
+    global _state
+    with _state_lock:
+        if _state is None or _state.pid != os.getpid():
+            runtime = Runtime(Settings())
+            owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            _state = _WorkerState(os.getpid(), runtime, owner, LeaseKeeper(runtime, owner).start())
+        return _state
+
+
+def ring(count: int = 1) -> None:
+    """Queue ``count`` work messages."""
+    for _ in range(count):
+        app.send_task(WORK_TASK, queue=QUEUE)
+
+
+def doorbells_for(images: int, settings: Settings) -> int:
+    return min(settings.dispatch_fanout, math.ceil(images / max(1, settings.chunk_size)))
+
+
+class CeleryDispatcher:
+    """What the API calls after committing new work."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def new_work(self, images: int) -> None:
+        ring(doorbells_for(images, self.settings))
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=WORK_TASK,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=10,
+)
+def work() -> int:
+    state = _worker_state()
+    settings = state.runtime.settings
+    with transaction(state.runtime.sessions) as session:
+        items = queries.claim_images(
+            session,
+            owner=state.owner,
+            limit=settings.chunk_size,
+            lease_seconds=settings.lease_seconds,
+        )
+    if not items:
+        return 0
+    state.leases.hold(item.id for item in items)
+    if len(items) == settings.chunk_size:
+        ring()
+    finalized = process_chunk(
+        state.runtime,
+        items,
+        state.owner,
+        inline_runner(settings.max_pixels),
+        threads=settings.fetch_concurrency,
+        on_done=state.leases.release,
+    )
+    if finalized:
+        app.send_task(DELIVER_TASK, queue=QUEUE)
+    return len(items)
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=DELIVER_TASK,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=10,
+)
+def deliver_webhooks() -> int:
+    state = _worker_state()
+    sent = 0
+    while attempted := deliver_due(state.runtime):
+        sent += attempted
+    return sent
+
+
+def queued_messages() -> int | None:
+    """Messages waiting in our queue, or None if the broker cannot say."""
+    try:
+        with app.connection_for_write() as connection:
+            declared = connection.default_channel.queue_declare(queue=QUEUE, passive=True)
+            return int(declared.message_count)
+    except Exception:
+        log.warning("could not read the queue length", exc_info=True)
+        return None
+
+
+class Sweeper:
+    """Periodic recovery in each worker's main process; every pass is idempotent, so several
+    workers sweeping at once only cost a few extra messages."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pixelbatch-sweeper", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.runtime.settings.sweep_interval):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed; retrying")
+
+    def sweep(self) -> None:
+        settings = self.runtime.settings
+        with transaction(self.runtime.sessions) as session:
+            claimable = queries.count_claimable(session)
+            due_webhooks = queries.count_due_deliveries(session)
+        if claimable:
+            wanted = doorbells_for(claimable, settings)
+            queued = queued_messages()
+            missing = wanted - (queued if queued is not None else 0)
+            if missing > 0:
+                log.info(
+                    "sweeper: %d images claimable, queueing %d work messages", claimable, missing
+                )
+                ring(missing)
+        for batch_id in finalize_ready_batches(self.runtime):
+            log.info("sweeper: finalised batch %s", batch_id)
+            due_webhooks += 1
+        if due_webhooks:
+            app.send_task(DELIVER_TASK, queue=QUEUE)
+
+
+_sweeper: Sweeper | None = None
+
+
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_sweeper(**_: Any) -> None:
+    global _sweeper
+    _sweeper = Sweeper(Runtime(Settings())).start()
+
+
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
+
+
+@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_process(**_: Any) -> None:
+    if _state is not None and _state.pid == os.getpid():
+        _state.leases.stop()
+        _state.runtime.close()
