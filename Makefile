@@ -2,6 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+COMPOSE_VENV ?= .venv-compose
 
 .DEFAULT_GOAL := help
 
@@ -11,10 +12,21 @@ help: ## List the targets
 $(BIN)/pixelbatch: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,deploy-tools]'
+	@touch $@
+
+# docker-compose 1.29.2 validates docker-compose.yml. Own venv: it pins PyYAML<6, whose sdist
+# only builds with Cython<3; it imports distutils, so Python <= 3.11.
+$(COMPOSE_VENV)/bin/docker-compose:
+	$(PY) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install --quiet "cython<3" setuptools wheel
+	$(COMPOSE_VENV)/bin/pip install --quiet --no-build-isolation "pyyaml==5.4.1"
+	$(COMPOSE_VENV)/bin/pip install --quiet "docker-compose==1.29.2"
 	@touch $@
 
 install: $(BIN)/pixelbatch ## Create .venv and install pixelbatch with its dev tools
+
+deploy-tools: install $(COMPOSE_VENV)/bin/docker-compose ## Validators for the deploy files
 
 demo: install ## Process the bundled example catalog, offline
 	$(BIN)/pixelbatch demo
@@ -22,7 +34,7 @@ demo: install ## Process the bundled example catalog, offline
 run: install ## Serve the API with embedded workers on http://127.0.0.1:8000
 	$(BIN)/pixelbatch serve
 
-test: install ## Run the whole test suite
+test: install deploy-tools ## Run the whole test suite
 	$(BIN)/pytest
 
 lint: install ## ruff (lint + format check) and mypy --strict
@@ -35,6 +47,6 @@ format: install ## Apply ruff formatting and fixes
 	$(BIN)/ruff check --fix src tests
 
 clean: ## Remove the virtualenv and local data
-	rm -rf $(VENV) pixelbatch-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPOSE_VENV) pixelbatch-data .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install demo run test lint format clean
+.PHONY: help install deploy-tools demo run test lint format clean
