@@ -12,7 +12,9 @@ from typing import IO
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from pixelbatch.auth.keys import ANONYMOUS, Principal
 from pixelbatch.catalog import CatalogReader, CsvLimits
 from pixelbatch.db import queries
 from pixelbatch.db.engine import transaction
@@ -41,6 +43,7 @@ def submit_batch(
     options: TransformOptions,
     webhook_url: str | None = None,
     idempotency_key: str | None = None,
+    principal: Principal = ANONYMOUS,
 ) -> tuple[Batch, bool]:
     """Validate and store a catalog as a new batch, all or nothing.
 
@@ -48,7 +51,7 @@ def submit_batch(
     earlier one). The batch is committed before this returns, so it can never be lost.
     """
     if idempotency_key:
-        existing = find_by_idempotency_key(runtime, idempotency_key)
+        existing = find_by_idempotency_key(runtime, principal.tenant, idempotency_key)
         if existing is not None:
             return existing, False
     if webhook_url:
@@ -61,6 +64,8 @@ def submit_batch(
             batch = Batch(
                 id=batch_id,
                 status=BatchStatus.PENDING,
+                tenant=principal.tenant,
+                api_key_id=principal.key_id,
                 idempotency_key=idempotency_key or None,
                 input_filename=Path(filename or "upload.csv").name[:255],
                 input_key=input_csv_key(batch_id),
@@ -94,7 +99,7 @@ def submit_batch(
             _keep_input(runtime, source, batch_id)
     except IntegrityError:
         if idempotency_key:
-            existing = find_by_idempotency_key(runtime, idempotency_key)
+            existing = find_by_idempotency_key(runtime, principal.tenant, idempotency_key)
             if existing is not None:
                 return existing, False
         raise
@@ -107,17 +112,25 @@ def _keep_input(runtime: Runtime, source: IO[bytes], batch_id: uuid.UUID) -> Non
     runtime.storage.put_file(input_csv_key(batch_id), source, "text/csv")
 
 
-def find_by_idempotency_key(runtime: Runtime, key: str) -> Batch | None:
+def find_by_idempotency_key(runtime: Runtime, tenant: str, key: str) -> Batch | None:
     with transaction(runtime.sessions) as session:
-        return session.scalar(select(Batch).where(Batch.idempotency_key == key))
+        return session.scalar(
+            select(Batch).where(Batch.tenant == tenant, Batch.idempotency_key == key)
+        )
 
 
-def get_batch(runtime: Runtime, batch_id: uuid.UUID) -> Batch:
-    with transaction(runtime.sessions) as session:
-        batch = session.get(Batch, batch_id)
-    if batch is None:
+def _owned(session: Session, batch_id: uuid.UUID, tenant: str) -> Batch:
+    """The batch if this tenant owns it. Another tenant's batch answers exactly like an
+    unknown id, so ids cannot be probed."""
+    batch = session.get(Batch, batch_id)
+    if batch is None or batch.tenant != tenant:
         raise NotFound(f"no batch with request id {batch_id}")
     return batch
+
+
+def get_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:
+    with transaction(runtime.sessions) as session:
+        return _owned(session, batch_id, tenant)
 
 
 @dataclass(frozen=True)
@@ -134,11 +147,9 @@ class BatchDetail:
     webhook: WebhookDelivery | None
 
 
-def batch_detail(runtime: Runtime, batch_id: uuid.UUID) -> BatchDetail:
+def batch_detail(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> BatchDetail:
     with transaction(runtime.sessions) as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None:
-            raise NotFound(f"no batch with request id {batch_id}")
+        batch = _owned(session, batch_id, tenant)
         errors: list[ErrorCount] = []
         if batch.images_failed:
             rows = session.execute(
@@ -159,11 +170,16 @@ def batch_detail(runtime: Runtime, batch_id: uuid.UUID) -> BatchDetail:
 
 
 def list_batches(
-    runtime: Runtime, *, offset: int, limit: int, status: BatchStatus | None = None
+    runtime: Runtime,
+    *,
+    tenant: str,
+    offset: int,
+    limit: int,
+    status: BatchStatus | None = None,
 ) -> tuple[list[Batch], int]:
     with transaction(runtime.sessions) as session:
-        query = select(Batch)
-        count = select(func.count()).select_from(Batch)
+        query = select(Batch).where(Batch.tenant == tenant)
+        count = select(func.count()).select_from(Batch).where(Batch.tenant == tenant)
         if status is not None:
             query = query.where(Batch.status == status)
             count = count.where(Batch.status == status)
@@ -185,12 +201,13 @@ def list_images(
     runtime: Runtime,
     batch_id: uuid.UUID,
     *,
+    tenant: str,
     offset: int,
     limit: int,
     status: ImageStatus | None = None,
 ) -> tuple[list[ImageRow], int]:
-    get_batch(runtime, batch_id)
     with transaction(runtime.sessions) as session:
+        _owned(session, batch_id, tenant)
         query = (
             select(Image, Product.row_number, Product.serial)
             .join(Product, Product.id == Image.product_id)
@@ -207,28 +224,33 @@ def list_images(
     return [ImageRow(image, row_number, serial) for image, row_number, serial in rows], total
 
 
-def cancel_batch(runtime: Runtime, batch_id: uuid.UUID) -> Batch:
+def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:
     with transaction(runtime.sessions) as session:
-        if session.get(Batch, batch_id) is None:
-            raise NotFound(f"no batch with request id {batch_id}")
+        _owned(session, batch_id, tenant)
         if not queries.cancel_batch(session, batch_id):
             raise Conflict("only a pending or processing batch can be cancelled")
-    return get_batch(runtime, batch_id)
+    return get_batch(runtime, batch_id, tenant=tenant)
 
 
-def retry_failed(runtime: Runtime, batch_id: uuid.UUID) -> tuple[Batch, int]:
+def retry_failed(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> tuple[Batch, int]:
     with transaction(runtime.sessions) as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None:
-            raise NotFound(f"no batch with request id {batch_id}")
+        _owned(session, batch_id, tenant)
         count = queries.retry_failed_images(session, batch_id)
         if not count:
             raise Conflict("the batch has no failed images to retry (or has not finished yet)")
-    return get_batch(runtime, batch_id), count
+    return get_batch(runtime, batch_id, tenant=tenant), count
 
 
-def output_csv_key_for(runtime: Runtime, batch_id: uuid.UUID) -> str:
-    batch = get_batch(runtime, batch_id)
+def owns_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> bool:
+    try:
+        get_batch(runtime, batch_id, tenant=tenant)
+    except NotFound:
+        return False
+    return True
+
+
+def output_csv_key_for(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> str:
+    batch = get_batch(runtime, batch_id, tenant=tenant)
     if batch.output_key is None:
         raise Conflict(
             f"the output CSV is not ready: batch is {batch.status.value}",

@@ -16,6 +16,7 @@ from rich.table import Table
 from pixelbatch import batches
 from pixelbatch.db.models import Batch, BatchStatus
 from pixelbatch.errors import PixelbatchError
+from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.transform import OutputFormat, TransformOptions
 
@@ -24,6 +25,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="API keys (each belongs to a tenant).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -55,6 +58,15 @@ def serve(
     if not settings.is_embedded:
         _require_migrated(settings)
     mode = "embedded" if settings.is_embedded else "distributed (API only; run workers apart)"
+    if not settings.auth_enabled:
+        err_console.print(
+            "[bold yellow]WARNING: API keys are OFF[/]: anyone who can reach "
+            f"{settings.host}:{settings.port} can upload and read every batch. That is only "
+            "safe on a loopback address; set PIXELBATCH_AUTH=on and create keys with "
+            "`pixelbatch keys create` before exposing the server."
+        )
+    else:
+        console.print("API keys are required (Authorization: Bearer pb_…).")
     console.print(
         f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
         f"(data in {settings.data_dir.resolve()}) — API docs at /docs"
@@ -179,7 +191,7 @@ def _summary(settings: Settings, batch: Batch, out: Path | None) -> None:
 
     runtime = Runtime(settings)
     try:
-        detail = batches.batch_detail(runtime, batch.id)
+        detail = batches.batch_detail(runtime, batch.id, tenant="")
         if out is not None and batch.output_key:
             out.parent.mkdir(parents=True, exist_ok=True)
             path = runtime.storage.local_path(batch.output_key)
@@ -290,6 +302,88 @@ def demo(
     console.print(
         f"[green]done[/]: open {out} to see each input URL mapped to its compressed output"
     )
+
+
+def _key_runtime() -> Runtime:
+    from pixelbatch.runtime import Runtime
+
+    runtime = Runtime(Settings())
+    if runtime.settings.is_embedded:
+        runtime.migrate()
+    return runtime
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for, e.g. the client's name")],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant the key belongs to (default: the name)")
+    ] = None,
+) -> None:
+    """Create an API key; the key and its webhook secret are shown once."""
+    from pixelbatch.auth.keys import create_key
+    from pixelbatch.db.engine import transaction
+
+    runtime = _key_runtime()
+    try:
+        with transaction(runtime.sessions) as session:
+            created = create_key(session, name=name, tenant=tenant)
+    except PixelbatchError as exc:
+        _print_error(exc)
+        raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    console.print(f"key id:         {created.id}")
+    console.print(f"tenant:         {created.tenant}")
+    console.print(f"api key:        {created.key}")
+    console.print(f"webhook secret: {created.webhook_secret}")
+    console.print("[bold]Store both now: they are not shown again.[/]")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never the keys themselves)."""
+    from pixelbatch.auth.keys import list_keys
+    from pixelbatch.db.engine import transaction
+
+    runtime = _key_runtime()
+    try:
+        with transaction(runtime.sessions) as session:
+            rows = list_keys(session)
+    finally:
+        runtime.close()
+    table = Table("id", "prefix", "tenant", "name", "created", "last used", "revoked")
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            f"pb_{row.prefix}_…",
+            row.tenant,
+            row.name,
+            f"{row.created_at:%Y-%m-%d %H:%M}",
+            f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "",
+            f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id or its pb_<prefix>")],
+) -> None:
+    """Revoke a key: it stops working at once."""
+    from pixelbatch.auth.keys import revoke_key
+    from pixelbatch.db.engine import transaction
+
+    runtime = _key_runtime()
+    try:
+        with transaction(runtime.sessions) as session:
+            row = revoke_key(session, key)
+            console.print(f"revoked {row.id} (tenant {row.tenant}, {row.name})")
+    except PixelbatchError as exc:
+        _print_error(exc)
+        raise typer.Exit(2) from None
+    finally:
+        runtime.close()
 
 
 @db_app.command("upgrade")

@@ -12,6 +12,8 @@ from typing import Any
 class PixelbatchError(Exception):
     code: str = "error"
     status_code: int = 400
+    # Extra response headers the API sends with this error (Retry-After, WWW-Authenticate).
+    headers: dict[str, str] | None = None
 
     def __init__(
         self,

@@ -13,6 +13,9 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from pixelbatch.auth.ratelimit import RateLimiter, make_rate_limiter
+from pixelbatch.auth.secrets import load_or_create
+from pixelbatch.auth.urls import UrlSigner
 from pixelbatch.db import migrate
 from pixelbatch.db.engine import make_engine, make_session_factory
 from pixelbatch.fetch import FetchConfig, Fetcher
@@ -35,8 +38,20 @@ class Runtime:
         self.sessions = make_session_factory(self.engine)
 
     @cached_property
+    def url_signer(self) -> UrlSigner | None:
+        """Output URLs are signed whenever API keys guard the API."""
+        if not self.settings.auth_enabled:
+            return None
+        secret = load_or_create(self.settings, self.settings.secret_key, "secret_key")
+        return UrlSigner(secret, self.settings.signed_url_ttl)
+
+    @cached_property
     def storage(self) -> Storage:
-        return storage_from_settings(self.settings)
+        return storage_from_settings(self.settings, self.url_signer)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return make_rate_limiter(self.settings.upload_rate_per_minute, self.settings.broker_url)
 
     @cached_property
     def fetcher(self) -> Fetcher:

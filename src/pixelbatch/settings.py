@@ -7,8 +7,9 @@ tests and the CLI can build one explicitly and two instances never disagree.
 from __future__ import annotations
 
 import os
+from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +35,13 @@ class Settings(BaseSettings):
     port: int = 8000
     # Absolute base for URLs written into output CSVs and webhooks.
     public_url: str | None = None
+
+    # Access control. "auto": API keys required unless the server binds a loopback address.
+    auth: Literal["auto", "on", "off"] = "auto"
+    # Signs expiring output URLs; generated into the data dir in embedded mode if unset.
+    secret_key: SecretStr | None = None
+    signed_url_ttl: int = 7 * 24 * 3600
+    upload_rate_per_minute: int = 60
 
     # Input CSV limits.
     max_upload_bytes: int = 100 * 1024 * 1024
@@ -91,6 +99,18 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'pixelbatch.sqlite3').resolve()}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        if self.auth != "auto":
+            return self.auth == "on"
+        host = self.host.strip("[]")
+        if host == "localhost":
+            return False
+        try:
+            return not ip_address(host).is_loopback
+        except ValueError:
+            return True
 
     @property
     def is_embedded(self) -> bool:

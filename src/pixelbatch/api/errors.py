@@ -18,16 +18,24 @@ from pixelbatch.errors import PixelbatchError
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, message: str, details: object = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: object = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(
-        status_code=status, content={"code": code, "message": message, "details": details}
+        status_code=status,
+        content={"code": code, "message": message, "details": details},
+        headers=headers,
     )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PixelbatchError)
     async def _pixelbatch_error(_: Request, exc: PixelbatchError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, exc.details)
+        return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,6 +13,8 @@ from sqlalchemy import text
 
 from pixelbatch import batches
 from pixelbatch.api import schemas
+from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
+from pixelbatch.auth.keys import Principal
 from pixelbatch.db import migrate
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
 from pixelbatch.errors import InvalidInput, NotFound
@@ -25,10 +27,12 @@ router = APIRouter()
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": schemas.ErrorBody},
+    401: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody},
     409: {"model": schemas.ErrorBody},
     413: {"model": schemas.ErrorBody},
     422: {"model": schemas.ErrorBody},
+    429: {"model": schemas.ErrorBody},
 }
 
 mimetypes.add_type("image/webp", ".webp")
@@ -87,6 +91,7 @@ def _summary(runtime: Runtime, batch: Batch) -> schemas.BatchSummary:
 )
 def upload(
     request: Request,
+    who: CurrentPrincipal,
     file: Annotated[UploadFile, File(description="The input CSV")],
     webhook_url: Annotated[str | None, Form()] = None,
     quality: Annotated[int | None, Form(ge=1, le=100)] = None,
@@ -98,6 +103,8 @@ def upload(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     runtime = _runtime(request)
+    if runtime.settings.auth_enabled:
+        runtime.rate_limiter.hit(str(who.key_id))
     try:
         options = TransformOptions(
             quality=quality,
@@ -116,6 +123,7 @@ def upload(
         options=options,
         webhook_url=webhook_url or None,
         idempotency_key=idempotency_key,
+        principal=who,
     )
     if created:
         _dispatcher(request).new_work(batch.images_total)
@@ -135,9 +143,11 @@ def upload(
     responses=ERROR_RESPONSES,
     summary="Status, counts and progress of a batch",
 )
-def status(request: Request, request_id: uuid.UUID) -> schemas.StatusResponse:
+def status(
+    request: Request, request_id: uuid.UUID, who: CurrentPrincipal
+) -> schemas.StatusResponse:
     runtime = _runtime(request)
-    detail = batches.batch_detail(runtime, request_id)
+    detail = batches.batch_detail(runtime, request_id, tenant=who.tenant)
     batch = detail.batch
     webhook = None
     if detail.webhook is not None:
@@ -173,12 +183,15 @@ def status(request: Request, request_id: uuid.UUID) -> schemas.StatusResponse:
 )
 def list_batches(
     request: Request,
+    who: CurrentPrincipal,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     status: BatchStatus | None = None,
 ) -> schemas.BatchList:
     runtime = _runtime(request)
-    items, total = batches.list_batches(runtime, offset=offset, limit=limit, status=status)
+    items, total = batches.list_batches(
+        runtime, tenant=who.tenant, offset=offset, limit=limit, status=status
+    )
     return schemas.BatchList(
         items=[_summary(runtime, b) for b in items], total=total, offset=offset, limit=limit
     )
@@ -190,8 +203,10 @@ def list_batches(
     responses=ERROR_RESPONSES,
     summary="Same as /api/status/{request_id}",
 )
-def get_batch(request: Request, request_id: uuid.UUID) -> schemas.StatusResponse:
-    return status(request, request_id)
+def get_batch(
+    request: Request, request_id: uuid.UUID, who: CurrentPrincipal
+) -> schemas.StatusResponse:
+    return status(request, request_id, who)
 
 
 @router.get(
@@ -203,13 +218,14 @@ def get_batch(request: Request, request_id: uuid.UUID) -> schemas.StatusResponse
 def list_images(
     request: Request,
     request_id: uuid.UUID,
+    who: CurrentPrincipal,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     status: ImageStatus | None = None,
 ) -> schemas.ImagePage:
     runtime = _runtime(request)
     rows, total = batches.list_images(
-        runtime, request_id, offset=offset, limit=limit, status=status
+        runtime, request_id, tenant=who.tenant, offset=offset, limit=limit, status=status
     )
     items = [
         schemas.ImageDetail(
@@ -242,9 +258,9 @@ def list_images(
     responses={**ERROR_RESPONSES, 200: {"content": {"text/csv": {}}}},
     summary="Download the output CSV of a finished batch",
 )
-def download_output(request: Request, request_id: uuid.UUID) -> Response:
+def download_output(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> Response:
     runtime = _runtime(request)
-    key = batches.output_csv_key_for(runtime, request_id)
+    key = batches.output_csv_key_for(runtime, request_id, tenant=who.tenant)
     return _file_response(runtime, key, download_name=f"{request_id}-output.csv")
 
 
@@ -254,9 +270,9 @@ def download_output(request: Request, request_id: uuid.UUID) -> Response:
     responses=ERROR_RESPONSES,
     summary="Cancel a pending or processing batch",
 )
-def cancel(request: Request, request_id: uuid.UUID) -> schemas.BatchSummary:
+def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> schemas.BatchSummary:
     runtime = _runtime(request)
-    return _summary(runtime, batches.cancel_batch(runtime, request_id))
+    return _summary(runtime, batches.cancel_batch(runtime, request_id, tenant=who.tenant))
 
 
 @router.post(
@@ -265,16 +281,47 @@ def cancel(request: Request, request_id: uuid.UUID) -> schemas.BatchSummary:
     responses=ERROR_RESPONSES,
     summary="Queue the failed images of a finished batch again",
 )
-def retry(request: Request, request_id: uuid.UUID) -> schemas.RetryResponse:
+def retry(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> schemas.RetryResponse:
     runtime = _runtime(request)
-    batch, count = batches.retry_failed(runtime, request_id)
+    batch, count = batches.retry_failed(runtime, request_id, tenant=who.tenant)
     _dispatcher(request).new_work(count)
     return schemas.RetryResponse(request_id=batch.id, status=batch.status, requeued=count)
 
 
-@router.get("/files/{key:path}", include_in_schema=True, summary="Stored output files")
-def files(request: Request, key: str) -> Response:
-    return _file_response(_runtime(request), key)
+@router.get(
+    "/files/{key:path}",
+    responses={404: {"model": schemas.ErrorBody}},
+    summary="Stored output files: to their tenant's key, or through a signed URL",
+)
+def files(
+    request: Request,
+    key: str,
+    who: OptionalPrincipal,
+    expires: str | None = None,
+    sig: str | None = None,
+) -> Response:
+    runtime = _runtime(request)
+    if not _may_read(runtime, key, who, expires, sig):
+        raise NotFound("file not found")
+    return _file_response(runtime, key)
+
+
+def _may_read(
+    runtime: Runtime, key: str, who: Principal | None, expires: str | None, sig: str | None
+) -> bool:
+    """Unauthorised, foreign and missing files all answer the same 404."""
+    if not runtime.settings.auth_enabled:
+        return True
+    signer = runtime.url_signer
+    if signer is not None and signer.valid(key, expires, sig):
+        return True
+    if who is None:
+        return False
+    try:
+        batch_id = uuid.UUID(key.split("/", 1)[0])
+    except ValueError:
+        return False
+    return batches.owns_batch(runtime, batch_id, tenant=who.tenant)
 
 
 def _file_response(runtime: Runtime, key: str, download_name: str | None = None) -> Response:

@@ -98,14 +98,43 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
     return Enum(cls, name=name, native_enum=False, length=32, validate_strings=True)
 
 
+class ApiKey(Base):
+    """A client's key. Only a hash is stored; the key itself is shown once at creation.
+
+    The webhook secret is kept in clear because signing needs it; it is per client so a
+    receiver can verify that a webhook came from pixelbatch on its behalf.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Batch(Base):
     __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+        Index("ix_batches_tenant_created", "tenant", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     status: Mapped[BatchStatus] = mapped_column(
         _enum(BatchStatus, "batch_status"), default=BatchStatus.PENDING, index=True
     )
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # "" when API keys are off; every query filters on it when they are on.
+    tenant: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     input_filename: Mapped[str] = mapped_column(String(255))
     input_key: Mapped[str] = mapped_column(String(255))
     webhook_url: Mapped[str | None] = mapped_column(Text)

@@ -38,7 +38,7 @@ def run_to_completion(
     worker.start()
     try:
         while True:
-            batch = batches.get_batch(runtime, batch_id)
+            batch = batches.get_batch(runtime, batch_id, tenant="")
             if on_progress is not None:
                 on_progress(batch)
             if batch.status.is_final:
@@ -47,7 +47,7 @@ def run_to_completion(
         if batch.webhook_url:
             deadline = time.monotonic() + webhook_grace
             while time.monotonic() < deadline:
-                detail = batches.batch_detail(runtime, batch_id)
+                detail = batches.batch_detail(runtime, batch_id, tenant="")
                 if detail.webhook is None or detail.webhook.attempts > 0:
                     break
                 time.sleep(poll)

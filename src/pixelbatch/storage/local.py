@@ -8,14 +8,16 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from pixelbatch.auth.urls import UrlSigner
 from pixelbatch.errors import NotFound
 from pixelbatch.storage.base import StoredObject, validate_key
 
 
 class LocalStorage:
-    def __init__(self, root: Path, public_base_url: str) -> None:
+    def __init__(self, root: Path, public_base_url: str, signer: UrlSigner | None = None) -> None:
         self.root = root
         self.public_base_url = public_base_url.rstrip("/")
+        self.signer = signer
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
@@ -65,4 +67,5 @@ class LocalStorage:
         return self._path(key).is_file()
 
     def url(self, key: str) -> str:
-        return f"{self.public_base_url}/files/{validate_key(key)}"
+        url = f"{self.public_base_url}/files/{validate_key(key)}"
+        return f"{url}?{self.signer.query(key)}" if self.signer is not None else url

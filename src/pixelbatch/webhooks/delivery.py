@@ -6,11 +6,15 @@ import json
 import logging
 import random
 import time
+import uuid
 from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from pixelbatch.db import queries
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.models import utcnow
+from pixelbatch.db.models import ApiKey, Batch, utcnow
 from pixelbatch.errors import FetchError
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
@@ -30,6 +34,15 @@ def encode_payload(payload: dict[str, object]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
+def client_secret(session: Session, batch_id: uuid.UUID) -> str | None:
+    """The webhook secret of the API key that uploaded the batch, if any."""
+    return session.scalar(
+        select(ApiKey.webhook_secret)
+        .join(Batch, Batch.api_key_id == ApiKey.id)
+        .where(Batch.id == batch_id)
+    )
+
+
 def deliver_due(runtime: Runtime, limit: int = 20) -> int:
     """Attempt every delivery that is due; returns how many were attempted."""
     settings = runtime.settings
@@ -37,11 +50,15 @@ def deliver_due(runtime: Runtime, limit: int = 20) -> int:
         due = queries.claim_due_deliveries(
             session, limit=limit, lease_seconds=settings.webhook_timeout * 3 + 30
         )
-        work = [(d.id, d.event_id, d.url, d.payload, d.attempts) for d in due]
+        work = [
+            (d.id, d.event_id, d.url, d.payload, d.attempts, client_secret(session, d.batch_id))
+            for d in due
+        ]
     if not work:
         return 0
-    secret = load_or_create_secret(settings)
-    for delivery_id, event_id, url, payload, attempts in work:
+    default_secret = load_or_create_secret(settings)
+    for delivery_id, event_id, url, payload, attempts, own_secret in work:
+        secret = own_secret or default_secret
         body = encode_payload(payload)
         started = time.monotonic()
         status_code: int | None = None

@@ -11,6 +11,7 @@ import hmac
 import secrets
 import time
 
+from pixelbatch.auth.secrets import load_or_create
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.settings import Settings
 
@@ -34,17 +35,8 @@ def new_secret() -> str:
 
 
 def load_or_create_secret(settings: Settings) -> str:
-    """The configured secret, or in embedded mode one generated once and kept in the data dir."""
-    if settings.webhook_secret is not None:
-        return settings.webhook_secret.get_secret_value()
-    path = settings.data_dir / SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = new_secret()
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return secret
+    """The deployment's default webhook secret (clients with API keys get their own)."""
+    return load_or_create(settings, settings.webhook_secret, SECRET_FILE, SECRET_PREFIX)
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -1,0 +1,44 @@
+"""Who is calling: the API key dependency every batch endpoint takes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from pixelbatch.auth.keys import ANONYMOUS, Principal, authenticate
+from pixelbatch.db.engine import transaction
+from pixelbatch.runtime import Runtime
+
+bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer pb_…`")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    header_key: Annotated[str | None, Depends(api_key_header)],
+) -> Principal:
+    runtime: Runtime = request.app.state.runtime
+    if not runtime.settings.auth_enabled:
+        return ANONYMOUS
+    presented = credentials.credentials if credentials is not None else header_key
+    with transaction(runtime.sessions) as session:
+        return authenticate(session, presented)
+
+
+def optional_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    header_key: Annotated[str | None, Depends(api_key_header)],
+) -> Principal | None:
+    """For file downloads, which a signed URL may authorise instead of a key."""
+    if credentials is None and header_key is None:
+        runtime: Runtime = request.app.state.runtime
+        return None if runtime.settings.auth_enabled else ANONYMOUS
+    return principal(request, credentials, header_key)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(principal)]
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]

@@ -1,0 +1,1 @@
+"""Access control: API keys that belong to tenants, signed output URLs, upload rate limits."""
