@@ -96,6 +96,7 @@ def submit_batch(
             products += len(pending)
             batch.products_total = products
             batch.images_total = images
+            queries.link_duplicate_urls(session, batch_id)
             _keep_input(runtime, source, batch_id)
     except IntegrityError:
         if idempotency_key:

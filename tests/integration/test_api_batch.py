@@ -81,6 +81,7 @@ def test_batch_end_to_end(
         assert canary.hits("/secret") == 0, "a blocked redirect target was contacted"
         assert images.hits("/flaky.jpg") == 2, "the 500 must be retried once"
         assert images.hits("/missing.jpg") == 1, "a 404 must not be retried"
+        assert images.hits("/q90.jpg") == 1, "a URL repeated in a batch is fetched once"
 
         q90 = by_url[(2, f"{u}/q90.jpg")]
         assert q90["source_quality"] == 90 and q90["output_quality"] == 45

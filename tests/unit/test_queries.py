@@ -151,3 +151,36 @@ def test_cancel_stops_pending_images_and_retry_requeues_failures(sessions) -> No
         assert queries.retry_failed_images(s, other) == 1
         batch = s.get(Batch, other)
         assert batch.status == BatchStatus.PROCESSING and batch.images_failed == 0
+
+
+def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(sessions) -> None:
+    batch_id = uuid.uuid4()
+    with transaction(sessions) as session:
+        session.add(
+            Batch(
+                id=batch_id,
+                input_filename="x.csv",
+                input_key="k",
+                options=TransformOptions().model_dump(mode="json"),
+                extra_columns=[],
+            )
+        )
+        session.flush()
+        urls = [["http://h/a", "http://h/b"], ["http://h/a"], ["http://h/c", "http://h/a"]]
+        new = [queries.NewProduct(i + 2, str(i), "p", [], u) for i, u in enumerate(urls)]
+        session.get(Batch, batch_id).images_total = queries.insert_products(session, batch_id, new)
+        assert queries.link_duplicate_urls(session, batch_id) == 2
+    with transaction(sessions) as s:
+        assert queries.count_claimable(s) == 3
+        claimed = queries.claim_images(s, owner="w", limit=10, lease_seconds=60)
+    assert sorted(c.url for c in claimed) == ["http://h/a", "http://h/b", "http://h/c"]
+    by_url = {c.url: c for c in claimed}
+    with transaction(sessions) as s:
+        queries.record_success(s, by_url["http://h/a"].id, "w", _success("out-a"))
+        queries.record_failure(s, by_url["http://h/b"].id, "w", "http_404", "gone", 1.0)
+    with transaction(sessions) as s:
+        batch = s.get(Batch, batch_id)
+        assert (batch.images_done, batch.images_failed) == (3, 1)
+        a_images = s.scalars(select(Image).where(Image.url == "http://h/a")).all()
+        assert {(i.status, i.output_key) for i in a_images} == {(ImageStatus.DONE, "out-a")}
+        assert batch.bytes_in == 30

@@ -186,6 +186,10 @@ class Image(Base):
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     url: Mapped[str] = mapped_column(Text)
+    # Set on a repeat of a URL already in the batch: it is recorded with that image's result.
+    duplicate_of: Mapped[int | None] = mapped_column(
+        ForeignKey("images.id", ondelete="SET NULL"), index=True
+    )
     status: Mapped[ImageStatus] = mapped_column(
         _enum(ImageStatus, "image_status"), default=ImageStatus.PENDING
     )

@@ -193,9 +193,12 @@ def _claim_from_batch(
 
 
 def _claimable_now(now: datetime) -> Any:
-    return or_(
-        Image.status == ImageStatus.PENDING,
-        and_(Image.status == ImageStatus.PROCESSING, Image.lease_until < now),
+    return and_(
+        Image.duplicate_of.is_(None),
+        or_(
+            Image.status == ImageStatus.PENDING,
+            and_(Image.status == ImageStatus.PROCESSING, Image.lease_until < now),
+        ),
     )
 
 
@@ -244,44 +247,65 @@ def renew_leases(session: Session, *, owner: str, ids: Iterable[int], lease_seco
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> bool:
-    """Record a processed image once. False when the lease was lost to another worker."""
-    result = session.execute(
+def _record(
+    session: Session, image_id: int, owner: str, values: dict[str, Any]
+) -> tuple[uuid.UUID, int] | None:
+    """Set an image's final values if we still hold its lease, and copy them to the images
+    of the same batch that repeat its URL (fetched once, recorded for each). Returns the
+    batch and how many images were recorded, or None when the lease was lost."""
+    now = utcnow()
+    batch_id = session.execute(
         update(Image)
         .where(
             Image.id == image_id,
             Image.status == ImageStatus.PROCESSING,
             Image.lease_owner == owner,
         )
-        .values(
-            status=ImageStatus.DONE,
-            output_key=outcome.output_key,
-            content_type=outcome.content_type,
-            bytes_in=outcome.bytes_in,
-            bytes_out=outcome.bytes_out,
-            width=outcome.width,
-            height=outcome.height,
-            source_format=outcome.source_format,
-            source_quality=outcome.source_quality,
-            output_quality=outcome.output_quality,
-            duration_ms=outcome.duration_ms,
-            error_code=None,
-            error_message=None,
-            lease_until=None,
-            finished_at=utcnow(),
-        )
+        .values(**values, lease_until=None, finished_at=now)
         .returning(Image.batch_id)
-    )
-    batch_id = result.scalar_one_or_none()
+    ).scalar_one_or_none()
     if batch_id is None:
+        return None
+    copies = session.execute(
+        update(Image)
+        .where(Image.duplicate_of == image_id, Image.status == ImageStatus.PENDING)
+        .values(**values, finished_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    return batch_id, 1 + int(copies)
+
+
+def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> bool:
+    """Record a processed image once. False when the lease was lost to another worker."""
+    recorded = _record(
+        session,
+        image_id,
+        owner,
+        {
+            "status": ImageStatus.DONE,
+            "output_key": outcome.output_key,
+            "content_type": outcome.content_type,
+            "bytes_in": outcome.bytes_in,
+            "bytes_out": outcome.bytes_out,
+            "width": outcome.width,
+            "height": outcome.height,
+            "source_format": outcome.source_format,
+            "source_quality": outcome.source_quality,
+            "output_quality": outcome.output_quality,
+            "duration_ms": outcome.duration_ms,
+            "error_code": None,
+            "error_message": None,
+        },
+    )
+    if recorded is None:
         return False
+    batch_id, count = recorded
     session.execute(
         update(Batch)
         .where(Batch.id == batch_id)
         .values(
-            images_done=Batch.images_done + 1,
-            bytes_in=Batch.bytes_in + outcome.bytes_in,
-            bytes_out=Batch.bytes_out + outcome.bytes_out,
+            images_done=Batch.images_done + count,
+            bytes_in=Batch.bytes_in + outcome.bytes_in * count,
+            bytes_out=Batch.bytes_out + outcome.bytes_out * count,
         )
     )
     return True
@@ -290,30 +314,46 @@ def record_success(session: Session, image_id: int, owner: str, outcome: ImageSu
 def record_failure(
     session: Session, image_id: int, owner: str, code: str, message: str, duration_ms: float
 ) -> bool:
+    recorded = _record(
+        session,
+        image_id,
+        owner,
+        {
+            "status": ImageStatus.FAILED,
+            "error_code": code,
+            "error_message": message,
+            "duration_ms": duration_ms,
+        },
+    )
+    if recorded is None:
+        return False
+    batch_id, count = recorded
+    session.execute(
+        update(Batch).where(Batch.id == batch_id).values(images_failed=Batch.images_failed + count)
+    )
+    return True
+
+
+def link_duplicate_urls(session: Session, batch_id: uuid.UUID) -> int:
+    """Point every repeat of a URL within a batch at its first occurrence, so it is fetched
+    and processed once. Returns how many images are repeats."""
+    first = (
+        select(func.min(Image.id))
+        .where(Image.batch_id == batch_id)
+        .group_by(Image.url)
+        .having(func.count() > 1)
+    )
+    primaries = select(Image.id, Image.url).where(Image.id.in_(first)).subquery()
     result = session.execute(
         update(Image)
         .where(
-            Image.id == image_id,
-            Image.status == ImageStatus.PROCESSING,
-            Image.lease_owner == owner,
+            Image.batch_id == batch_id,
+            Image.url == primaries.c.url,
+            Image.id != primaries.c.id,
         )
-        .values(
-            status=ImageStatus.FAILED,
-            error_code=code,
-            error_message=message,
-            duration_ms=duration_ms,
-            lease_until=None,
-            finished_at=utcnow(),
-        )
-        .returning(Image.batch_id)
+        .values(duplicate_of=primaries.c.id)
     )
-    batch_id = result.scalar_one_or_none()
-    if batch_id is None:
-        return False
-    session.execute(
-        update(Batch).where(Batch.id == batch_id).values(images_failed=Batch.images_failed + 1)
-    )
-    return True
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def claim_finalization(session: Session, batch_id: uuid.UUID, lease_seconds: float) -> bool:
