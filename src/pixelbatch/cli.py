@@ -93,6 +93,20 @@ def _require_migrated(settings: Settings) -> None:
             f"needs {head}; run `pixelbatch db upgrade` first"
         )
         raise typer.Exit(2)
+    missing = [
+        name
+        for name, value, needed in (
+            ("PIXELBATCH_WEBHOOK_SECRET", settings.webhook_secret, True),
+            ("PIXELBATCH_SECRET_KEY", settings.secret_key, settings.auth_enabled),
+        )
+        if needed and value is None
+    ]
+    if missing:
+        err_console.print(
+            f"[bold red]error[/]: set {' and '.join(missing)}: every API replica and worker "
+            "must share the same secrets"
+        )
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -42,6 +42,7 @@ APP_SERVICES = ("migrate", "api", "worker", "flower")
 COMPOSE_REQUIRED_ENV = {
     "POSTGRES_PASSWORD": "dummy-password",
     "PIXELBATCH_WEBHOOK_SECRET": "whsec_ZHVtbXktc2VjcmV0LWZvci10ZXN0cw==",
+    "PIXELBATCH_SECRET_KEY": "dummy-secret-key",
 }
 # Kubernetes versions the manifests must be valid for: a floor, and the newest schema
 # that kubernetes-validate ships (added at run time).
@@ -544,7 +545,13 @@ def test_k8s_every_pod_gets_config_and_secret():
             secrets = {s["secretRef"]["name"] for s in sources if "secretRef" in s}
             assert configmap["metadata"]["name"] in configmaps, where
             assert secret["metadata"]["name"] in secrets, where
-    for name in ("PIXELBATCH_DATABASE_URL", "PIXELBATCH_BROKER_URL", "PIXELBATCH_WEBHOOK_SECRET"):
+    assert configmap["data"]["PIXELBATCH_AUTH"] == "on", "API keys must be on in a deployment"
+    for name in (
+        "PIXELBATCH_DATABASE_URL",
+        "PIXELBATCH_BROKER_URL",
+        "PIXELBATCH_WEBHOOK_SECRET",
+        "PIXELBATCH_SECRET_KEY",
+    ):
         assert name in secret["stringData"], name
         assert name not in configmap["data"], f"{name} is a secret: keep it out of the ConfigMap"
         assert "CHANGE-ME" in secret["stringData"][name], f"{name} must be a placeholder"
