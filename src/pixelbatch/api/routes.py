@@ -143,6 +143,13 @@ def upload(
     responses=ERROR_RESPONSES,
     summary="Status, counts and progress of a batch",
 )
+@router.get(
+    "/api/batches/{request_id}",
+    response_model=schemas.StatusResponse,
+    responses=ERROR_RESPONSES,
+    summary="Same as /api/status/{request_id}",
+    operation_id="get_batch",
+)
 def status(
     request: Request, request_id: uuid.UUID, who: CurrentPrincipal
 ) -> schemas.StatusResponse:
@@ -195,18 +202,6 @@ def list_batches(
     return schemas.BatchList(
         items=[_summary(runtime, b) for b in items], total=total, offset=offset, limit=limit
     )
-
-
-@router.get(
-    "/api/batches/{request_id}",
-    response_model=schemas.StatusResponse,
-    responses=ERROR_RESPONSES,
-    summary="Same as /api/status/{request_id}",
-)
-def get_batch(
-    request: Request, request_id: uuid.UUID, who: CurrentPrincipal
-) -> schemas.StatusResponse:
-    return status(request, request_id, who)
 
 
 @router.get(
