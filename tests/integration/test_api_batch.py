@@ -155,6 +155,15 @@ def test_batch_end_to_end(
         listed = client.get("/api/batches").json()
         assert [b["request_id"] for b in listed["items"]] == [request_id]
 
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'pixelbatch_batches{status="COMPLETED_WITH_ERRORS"} 1.0' in metrics.text
+        assert 'pixelbatch_batches{status="PROCESSING"} 0.0' in metrics.text
+        assert (
+            'pixelbatch_http_request_duration_seconds_count{method="GET",'
+            'route="/api/status/{request_id}",status="200"}'
+        ) in metrics.text
+
 
 def test_idempotent_upload_returns_same_request(
     server: support.ServerProcess, images: ImageServer

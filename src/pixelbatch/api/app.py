@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from pixelbatch import __version__
 from pixelbatch.api.errors import install_error_handlers
+from pixelbatch.api.metrics import Metrics, RequestTimer
 from pixelbatch.api.middleware import BodySizeLimit, SecurityHeaders
 from pixelbatch.api.routes import router
 from pixelbatch.db import migrate
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         runtime = Runtime(settings)
         prepare_database(runtime)
         app.state.runtime = runtime
+        app.state.metrics = Metrics(runtime)
         worker = None
         if settings.is_embedded:
             from pixelbatch.jobs.embedded import EmbeddedWorker
@@ -76,4 +78,5 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     # Multipart framing adds a little to the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestTimer)
     return app

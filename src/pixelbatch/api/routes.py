@@ -332,6 +332,17 @@ def _file_response(runtime: Runtime, key: str, download_name: str | None = None)
     )
 
 
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+    summary="Prometheus metrics",
+)
+def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
+
+
 @router.get("/healthz", response_model=schemas.Health, summary="Liveness")
 def healthz() -> schemas.Health:
     return schemas.Health(status="ok")

@@ -1,0 +1,114 @@
+"""Prometheus metrics.
+
+Work counts come from the database at scrape time rather than from counters in worker
+processes: the database is the one place that is right in both modes, on any number of
+machines, and across restarts. Request metrics are per API process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import (
+    Batch,
+    BatchStatus,
+    DeliveryStatus,
+    Image,
+    ImageStatus,
+    WebhookDelivery,
+)
+from pixelbatch.runtime import Runtime
+
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class DatabaseCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        batches = GaugeMetricFamily("pixelbatch_batches", "Batches by status", labels=["status"])
+        images = GaugeMetricFamily(
+            "pixelbatch_images", "Images of unfinished batches by status", labels=["status"]
+        )
+        hooks = GaugeMetricFamily(
+            "pixelbatch_webhook_deliveries", "Webhook deliveries by status", labels=["status"]
+        )
+        with transaction(self.runtime.sessions) as session:
+            queries = (
+                (batches, BatchStatus, select(Batch.status, func.count()).group_by(Batch.status)),
+                (
+                    images,
+                    ImageStatus,
+                    select(Image.status, func.count())
+                    .join(Batch, Batch.id == Image.batch_id)
+                    .where(Batch.finished_at.is_(None))
+                    .group_by(Image.status),
+                ),
+                (
+                    hooks,
+                    DeliveryStatus,
+                    select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status),
+                ),
+            )
+            for family, states, query in queries:
+                counts = {str(status): int(count) for status, count in session.execute(query)}
+                # Every state is reported, zeros included, so rates and alerts need no gaps.
+                for state in states:
+                    family.add_metric([state.value], counts.get(state.value, 0))
+        yield from (batches, images, hooks)
+
+
+class Metrics:
+    def __init__(self, runtime: Runtime) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(DatabaseCollector(runtime))
+        self.requests = Histogram(
+            "pixelbatch_http_request_duration_seconds",
+            "API request latency",
+            ["method", "route", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class RequestTimer:
+    """Times every request, labelled by route template (never by raw path: ids would
+    explode the label set)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
+            route = scope.get("route")
+            if metrics is not None:
+                metrics.requests.labels(
+                    scope["method"], getattr(route, "path", "unmatched"), str(status)
+                ).observe(time.perf_counter() - started)
