@@ -142,6 +142,7 @@ def _open_and_load(
             code="image_too_large",
             details={"width": width, "height": height, "max_pixels": max_pixels},
         )
+    _check_animation(im, data, max_pixels)
     if im.format in ("JPEG", "MPO") and (
         options.max_width is not None or options.max_height is not None
     ):
@@ -152,6 +153,75 @@ def _open_and_load(
     # Animated GIF/WebP/AVIF and multi-page TIFF: the freshly opened image is frame 0.
     im.load()
     return im
+
+
+def _check_animation(im: Image.Image, data: bytes, max_pixels: int) -> None:
+    """Cap frames x area for animations, from their headers, before any frame is decoded.
+
+    Only the first frame is ever decoded, but the pixel cap covers an animation's whole
+    budget, so a file claiming thousands of large frames is refused up front. Multi-page
+    TIFF and MPO are not animations: they keep their first page and the plain area cap.
+    """
+    width, height = im.size
+    area = max(1, width * height)
+    most = max(1, max_pixels // area)  # frames allowed at this size
+    if im.format == "GIF":
+        # Pillow's n_frames walks every frame in Python; stop counting past the limit.
+        frames = _gif_frames_at_most(data, most + 1)
+    elif im.format in ("PNG", "WEBP", "AVIF"):
+        frames = int(getattr(im, "n_frames", 1))  # from acTL / the container header
+    else:
+        return
+    if frames > most:
+        # A GIF is only counted up to the limit: its real frame count may be higher.
+        counted = f"more than {most}" if im.format == "GIF" else str(frames)
+        raise ImageError(
+            f"image too large: animation of {counted} frames of {width}x{height} exceeds "
+            f"the limit of {max_pixels} pixels (at most {most} frames at this size)",
+            code="image_too_large",
+            details={
+                "width": width,
+                "height": height,
+                "max_frames": most,
+                "max_pixels": max_pixels,
+            },
+        )
+
+
+def _gif_frames_at_most(data: bytes, limit: int) -> int:
+    """Count a GIF's image descriptors by walking its block structure, stopping at
+    ``limit``. Only lengths are read: no pixel data is decompressed."""
+    if len(data) < 13:
+        return 1
+    pos = 13
+    packed = data[10]
+    if packed & 0x80:
+        pos += 3 << ((packed & 7) + 1)
+    frames = 0
+    end = len(data)
+    while pos < end and frames < limit:
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: label, then data sub-blocks
+            pos += 2
+        elif block == 0x2C:  # image descriptor
+            if pos + 10 > end:
+                break
+            frames += 1
+            local = data[pos + 9]
+            pos += 10
+            if local & 0x80:
+                pos += 3 << ((local & 7) + 1)
+            pos += 1  # LZW minimum code size
+        else:
+            break
+        while pos < end:  # sub-blocks, each prefixed by its length; 0 ends them
+            size = data[pos]
+            pos += 1 + size
+            if size == 0:
+                break
+    return max(1, frames)
 
 
 def _draft_target(im: Image.Image, options: TransformOptions) -> tuple[int, int] | None:
