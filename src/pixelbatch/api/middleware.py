@@ -24,7 +24,12 @@ class BodyTooLarge(HTTPException):
 
 class BodySizeLimit:
     """Refuse a body over ``max_bytes`` with 413 as soon as it is known: from Content-Length
-    up front, or by counting while it streams, so an oversized upload is never buffered."""
+    up front, or by counting while it streams, so an oversized upload is never buffered.
+
+    Any response sent before the request body was read to its end (a 413 mid-stream, or an
+    endpoint that ignores its body) closes the connection: otherwise the server would keep
+    reading and discarding a chunked body of any length to reuse the connection.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -34,6 +39,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        has_body = False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -43,22 +49,35 @@ class BodySizeLimit:
                 if declared > self.max_bytes:
                     await self._reject(send)
                     return
+                has_body = has_body or declared > 0
+            elif name == b"transfer-encoding":
+                has_body = True
         received = 0
+        body_done = not has_body
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
+            if received > self.max_bytes:  # refused already: never hand out more
+                raise BodyTooLarge(self.max_bytes)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                if not message.get("more_body", False):
+                    body_done = True
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if not body_done:
+                    headers = [
+                        (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
+                    ]
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
         try:
@@ -91,6 +110,8 @@ class BodySizeLimit:
 
 
 class SecurityHeaders:
+    """Add the security headers to every HTTP response, errors included."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -101,7 +122,12 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                # Never twice (the 413 of BodySizeLimit carries them already); a response
+                # that sets one of these itself keeps its own value.
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, with_headers)

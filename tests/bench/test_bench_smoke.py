@@ -1,0 +1,38 @@
+"""Smoke test of the benchmark harness (bench/run.py): the quick mode's embedded part on a
+tiny generated corpus — no apt packages, no PostgreSQL, nothing leaves 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import run as bench_run
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_quick_embedded_report(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    argv = ["--quick", "--synthetic", "--modes", "embedded", "--products", "4"]
+    cfg = bench_run.parse([*argv, "--output", str(output)])
+    cfg.quiet = True
+    report = bench_run.run(cfg)
+
+    assert json.loads(output.read_text())["results"].keys() == report["results"].keys()
+    for key in ("config", "machine", "corpus", "results", "ratios", "targets", "memory"):
+        assert key in report
+    assert report["corpus"]["kind"] == "synthetic"
+    embedded = report["results"]["embedded"]
+    assert embedded["failed"] == 0
+    assert embedded["median_images_per_s"] > 0
+    assert embedded["median_mp_per_s"] > 0
+    assert embedded["rounds"][0]["images"] == 12
+    assert embedded["rounds"][0]["status"] == "COMPLETED"
+    latency = report["status_latency_ms"]["embedded"]
+    assert latency["n"] > 0 and latency["p50"] > 0
+    assert any(m["role"].startswith("embedded") and m["peak_rss_mb"] > 0 for m in report["memory"])
+    assert {t["target"] for t in report["targets"]} >= {"embedded/floor", "embedded/naive"}
+
+    bench_run.print_report(report, output)  # the table renders from a partial report

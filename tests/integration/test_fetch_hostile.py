@@ -1,0 +1,289 @@
+"""The downloader against raw TCP peers that misbehave below HTTP (127.0.0.1 only).
+
+Each peer defeats a naive client: per-read timeouts alone never fire against a peer that
+trickles bytes, a silent peer costs ``read_timeout x attempts``, and a body without any
+length runs until memory does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pixelbatch.errors import FetchError
+from pixelbatch.fetch import FetchConfig, Fetcher
+
+TOTAL = 1.5  # the total deadline every test below must beat
+SLACK = 0.75
+MAX_BYTES = 256 * 1024
+
+Behaviour = Callable[[socket.socket, threading.Event], None]
+
+
+class RawServer:
+    """Accepts on 127.0.0.1:<ephemeral> and runs ``behaviour`` on each connection in a
+    thread after reading the request head; counts connections and bytes sent."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.sent = 0
+        self._conns: list[socket.socket] = []
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/image.png"
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        with self.lock:
+            self.sent += len(data)
+
+    def _accept_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            with self.lock:
+                self.connections += 1
+                self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            self.behaviour(conn, self.stop_event)
+        except OSError:
+            pass  # the client gave up: expected
+        finally:
+            conn.close()
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self._thread.join(2)
+        self._listener.close()
+        with self.lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+
+def _config(server: RawServer, **overrides: object) -> FetchConfig:
+    base: dict[str, object] = {
+        "connect_timeout": 1.0,
+        "read_timeout": 10.0,  # far above TOTAL: only the total deadline can stop these
+        "total_timeout": TOTAL,
+        "max_bytes": MAX_BYTES,
+        "retries": 3,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "allow": [f"127.0.0.1:{server.port}"],
+    }
+    base.update(overrides)
+    return FetchConfig(**base)  # type: ignore[arg-type]
+
+
+def _fetch_error(server: RawServer, **overrides: object) -> tuple[FetchError, float]:
+    with Fetcher(_config(server, **overrides)) as fetcher:
+        started = time.monotonic()
+        with pytest.raises(FetchError) as info:
+            fetcher.fetch(server.url)
+        return info.value, time.monotonic() - started
+
+
+# --------------------------------------------------------------------------- behaviours
+
+
+def silent(server_ref: list[RawServer]) -> Behaviour:
+    """Accepts, reads the request, and never sends a byte."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        stop.wait(30)
+
+    return behaviour
+
+
+def headers_then_stall(server_ref: list[RawServer]) -> Behaviour:
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(
+            conn, b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+        )
+        stop.wait(30)
+
+    return behaviour
+
+
+def trickled_headers(server_ref: list[RawServer]) -> Behaviour:
+    """Slow loris in reverse: a never-ending status line, one byte every 100 ms."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(conn, b"HTTP/1.1 200 OK\r\nX-Padding: ")
+        while not stop.wait(0.1):
+            server_ref[0].send(conn, b"a")
+
+    return behaviour
+
+
+def trickled_chunks(server_ref: list[RawServer]) -> Behaviour:
+    """A chunked body of one-byte chunks, one every 100 ms, forever."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(
+            conn,
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        while not stop.wait(0.1):
+            server_ref[0].send(conn, b"1\r\nx\r\n")
+
+    return behaviour
+
+
+def endless_chunks(server_ref: list[RawServer], gzip: bool = False) -> Behaviour:
+    """A chunked body (no Content-Length) that never ends, as fast as the socket takes it;
+    with ``gzip`` an endless gzip stream of zeros, ~1000x smaller on the wire."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        encoding = b"Content-Encoding: gzip\r\n" if gzip else b""
+        server_ref[0].send(
+            conn,
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n"
+            + encoding
+            + b"\r\n",
+        )
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        block = b"\x00" * 65536
+        while not stop.is_set():
+            payload = (
+                compressor.compress(block) + compressor.flush(zlib.Z_SYNC_FLUSH) if gzip else block
+            )
+            server_ref[0].send(conn, b"%x\r\n%s\r\n" % (len(payload), payload))
+
+    return behaviour
+
+
+def huge_headers(server_ref: list[RawServer]) -> Behaviour:
+    """Header lines forever: a client without a header-size cap buffers them all."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(conn, b"HTTP/1.1 200 OK\r\n")
+        line = b"X-Junk: " + b"j" * 1000 + b"\r\n"
+        while not stop.is_set():
+            server_ref[0].send(conn, line * 64)
+
+    return behaviour
+
+
+Factory = Callable[..., Behaviour]  # (server_ref, **options) -> Behaviour
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
+    made: list[RawServer] = []
+
+    def make(factory: Factory, **options: bool) -> RawServer:
+        ref: list[RawServer] = []
+        server = RawServer(factory(ref, **options)).__enter__()
+        ref.append(server)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.__exit__(None, None, None)
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+def test_silent_peer_fails_within_the_total_deadline(raw_server: Callable[..., RawServer]) -> None:
+    server = raw_server(silent)
+    error, elapsed = _fetch_error(server)
+    assert error.code == "timeout"
+    assert elapsed < TOTAL + SLACK
+    assert server.url in error.message
+
+
+def test_headers_then_stall_fails_within_the_total_deadline(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    server = raw_server(headers_then_stall)
+    error, elapsed = _fetch_error(server)
+    assert error.code == "timeout"
+    assert elapsed < TOTAL + SLACK
+
+
+def test_trickled_headers_fail_within_the_total_deadline(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Every read gets a byte inside the read timeout: only a total deadline stops it."""
+    server = raw_server(trickled_headers)
+    error, elapsed = _fetch_error(server, read_timeout=0.5)
+    assert error.code == "timeout"
+    assert elapsed < TOTAL + SLACK
+
+
+def test_trickled_chunked_body_fails_within_the_total_deadline(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    server = raw_server(trickled_chunks)
+    error, elapsed = _fetch_error(server, read_timeout=0.5)
+    assert error.code == "timeout"
+    assert elapsed < TOTAL + SLACK
+
+
+def test_silent_peer_deadline_covers_every_retry(raw_server: Callable[..., RawServer]) -> None:
+    """Retries share one deadline: five attempts of a 1 s read timeout still end by it."""
+    server = raw_server(silent)
+    error, elapsed = _fetch_error(server, read_timeout=1.0, retries=5)
+    assert error.code == "timeout"
+    assert elapsed < TOTAL + SLACK
+    assert server.connections <= 2
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
+def test_endless_chunked_body_stops_at_max_bytes(
+    raw_server: Callable[..., RawServer], gzip: bool
+) -> None:
+    server = raw_server(endless_chunks, gzip=gzip)
+    error, elapsed = _fetch_error(server, total_timeout=10.0)
+    assert error.code == "too_large"
+    assert elapsed < 2.0
+    assert server.connections == 1  # too large is final, not retried
+    assert error.details["max_bytes"] == MAX_BYTES
+
+
+def test_endless_headers_are_refused_quickly(raw_server: Callable[..., RawServer]) -> None:
+    server = raw_server(huge_headers)
+    error, elapsed = _fetch_error(server, total_timeout=5.0)
+    assert error.code == "connection_error"  # h11 caps an incomplete head at 16 KiB
+    assert elapsed < 2.0
+    assert "Traceback" not in error.message
