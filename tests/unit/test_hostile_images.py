@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
-import resource
 import struct
 import subprocess
 import time
@@ -346,8 +345,18 @@ def _transform_in_worker(name: str, data: bytes) -> tuple[str, str, int, float, 
     started = time.monotonic()
     outcome = _outcome(data)
     elapsed = time.monotonic() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return name, outcome, os.getpid(), elapsed, peak_kib
+    return name, outcome, os.getpid(), elapsed, _peak_rss_kib()
+
+
+def _peak_rss_kib() -> int:
+    """This process's own high-water RSS. Not ``ru_maxrss``: Linux carries that across
+    fork and exec, so a spawned child reports the parent's peak (pytest's, after hundreds
+    of tests) rather than its own."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc/self/status")
 
 
 def test_one_worker_process_survives_every_hostile_sample() -> None:
