@@ -451,22 +451,31 @@ def complete_batch(
 
 
 def cancel_batch(session: Session, batch_id: uuid.UUID) -> bool:
+    """Cancel an active batch and its unfinished images. False when it is not active.
+
+    Images are locked before the batch row, the order recording a result takes (image,
+    then its batch's counters): the opposite order deadlocks PostgreSQL when a worker
+    records an image of the batch at the moment it is cancelled. A savepoint undoes the
+    images if the batch turns out to have finished meanwhile.
+    """
     now = utcnow()
-    result = session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id, Batch.status.in_(ACTIVE_BATCH_STATES))
-        .values(status=BatchStatus.CANCELLED, finished_at=now, message="cancelled by client")
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return False
-    session.execute(
-        update(Image)
-        .where(
-            Image.batch_id == batch_id,
-            Image.status.in_((ImageStatus.PENDING, ImageStatus.PROCESSING)),
+    with session.begin_nested() as savepoint:
+        session.execute(
+            update(Image)
+            .where(
+                Image.batch_id == batch_id,
+                Image.status.in_((ImageStatus.PENDING, ImageStatus.PROCESSING)),
+            )
+            .values(status=ImageStatus.CANCELLED, lease_until=None)
         )
-        .values(status=ImageStatus.CANCELLED, lease_until=None)
-    )
+        result = session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.status.in_(ACTIVE_BATCH_STATES))
+            .values(status=BatchStatus.CANCELLED, finished_at=now, message="cancelled by client")
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            savepoint.rollback()
+            return False
     return True
 
 

@@ -1,0 +1,130 @@
+"""Row-lock order on real PostgreSQL: the transactions that touch both an image and its
+batch must take them in one order, or concurrent ones deadlock (SQLite serialises every
+writer, so only PostgreSQL can show this)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from pixelbatch.db import queries
+from pixelbatch.db.engine import make_engine, make_session_factory, transaction
+from pixelbatch.db.migrate import upgrade
+from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus
+from pixelbatch.transform import TransformOptions
+
+
+@pytest.fixture
+def sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _batch(sessions: sessionmaker[Session], images: int) -> uuid.UUID:
+    batch_id = uuid.uuid4()
+    with transaction(sessions) as session:
+        session.add(
+            Batch(
+                id=batch_id,
+                input_filename="x.csv",
+                input_key=f"{batch_id}/input.csv",
+                options=TransformOptions().model_dump(mode="json"),
+                extra_columns=[],
+                products_total=images,
+                images_total=images,
+            )
+        )
+        session.flush()
+        new = [
+            queries.NewProduct(i + 2, str(i), f"p{i}", [], [f"http://h/{i}"]) for i in range(images)
+        ]
+        queries.insert_products(session, batch_id, new)
+    return batch_id
+
+
+def test_cancel_while_a_worker_records_an_image_does_not_deadlock(
+    sessions: sessionmaker[Session],
+) -> None:
+    batch_id = _batch(sessions, 3)
+    with transaction(sessions) as session:
+        claimed = queries.claim_images(session, owner="w", limit=3, lease_seconds=60)
+    engine = sessions.kw["bind"]
+
+    # The recorder pauses between locking its image row and updating its batch row, until
+    # the cancel has had time to take whatever lock it takes first.
+    image_locked, resume = threading.Event(), threading.Event()
+
+    def pause_after_image_update(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if conn.info.get("recorder") and statement.lstrip().upper().startswith("UPDATE IMAGES"):
+            conn.info["recorder"] = False
+            image_locked.set()
+            resume.wait(10)
+
+    event.listen(engine, "after_cursor_execute", pause_after_image_update)
+    errors: list[BaseException] = []
+    outcomes: dict[str, bool] = {}
+
+    def record() -> None:
+        try:
+            with transaction(sessions) as session:
+                session.connection().info["recorder"] = True
+                outcomes["recorded"] = queries.record_failure(
+                    session, claimed[0].id, "w", "http_404", "gone", 1.0
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    def cancel() -> None:
+        try:
+            with transaction(sessions) as session:
+                outcomes["cancelled"] = queries.cancel_batch(session, batch_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    recorder = threading.Thread(target=record)
+    recorder.start()
+    assert image_locked.wait(10)
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    canceller.join(1.5)  # PostgreSQL's deadlock_timeout is 1 s: long enough to show one
+    resume.set()
+    recorder.join(15)
+    canceller.join(15)
+    event.remove(engine, "after_cursor_execute", pause_after_image_update)
+
+    assert not errors, errors
+    assert outcomes == {"recorded": True, "cancelled": True}
+    with transaction(sessions) as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None and batch.status == BatchStatus.CANCELLED
+        assert batch.images_failed == 1
+        statuses = sorted(session.scalars(select(Image.status).where(Image.batch_id == batch_id)))
+        cancelled = ImageStatus.CANCELLED
+        assert statuses == sorted([ImageStatus.FAILED, cancelled, cancelled])
+
+
+def test_cancel_of_a_finished_batch_changes_nothing(sessions: sessionmaker[Session]) -> None:
+    batch_id = _batch(sessions, 2)
+    with transaction(sessions) as session:
+        claimed = queries.claim_images(session, owner="w", limit=2, lease_seconds=60)
+    with transaction(sessions) as session:
+        queries.record_failure(session, claimed[0].id, "w", "http_404", "gone", 1.0)
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(status=BatchStatus.COMPLETED_WITH_ERRORS)
+        )
+    with transaction(sessions) as session:
+        assert queries.cancel_batch(session, batch_id) is False
+    with transaction(sessions) as session:
+        statuses = sorted(session.scalars(select(Image.status).where(Image.batch_id == batch_id)))
+    # The still-leased image stays as it was: the savepoint undid the cancel's update.
+    assert statuses == sorted([ImageStatus.FAILED, ImageStatus.PROCESSING])
