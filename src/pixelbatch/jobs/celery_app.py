@@ -31,7 +31,7 @@ from pixelbatch.db.engine import transaction
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.routine import process_chunk
-from pixelbatch.jobs.transform_pool import inline_runner
+from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.webhooks.delivery import deliver_due
@@ -76,6 +76,7 @@ class _WorkerState:
     runtime: Runtime
     owner: str
     leases: LeaseKeeper
+    runner: TransformRunner
 
 
 _state: _WorkerState | None = None
@@ -89,7 +90,14 @@ def _worker_state() -> _WorkerState:
         if _state is None or _state.pid != os.getpid():
             runtime = Runtime(Settings())
             owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-            _state = _WorkerState(os.getpid(), runtime, owner, LeaseKeeper(runtime, owner).start())
+            _state = _WorkerState(
+                os.getpid(),
+                runtime,
+                owner,
+                LeaseKeeper(runtime, owner).start(),
+                # One runner per process: its lock spans the chunks of concurrent tasks.
+                inline_runner(runtime.settings.max_pixels),
+            )
         return _state
 
 
@@ -139,7 +147,7 @@ def work() -> int:
         state.runtime,
         items,
         state.owner,
-        inline_runner(settings.max_pixels),
+        state.runner,
         threads=settings.fetch_concurrency,
         on_done=state.leases.release,
     )

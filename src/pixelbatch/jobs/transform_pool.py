@@ -23,8 +23,18 @@ TransformRunner = Callable[[bytes, TransformOptions], TransformResult]
 
 
 def inline_runner(max_pixels: int) -> TransformRunner:
+    """Transform in the calling thread, one at a time per runner.
+
+    A Celery worker downloads a chunk on many threads; were they all to decode at once, a
+    process would hold a dozen 24 MP images (72 MB each) and blow its memory budget, for no
+    gain: the GIL lets one thread of a process encode at a time anyway. Downloads still
+    overlap the transform that holds the lock.
+    """
+    one_at_a_time = threading.Lock()
+
     def run(data: bytes, options: TransformOptions) -> TransformResult:
-        return transform(data, options, max_pixels=max_pixels)
+        with one_at_a_time:
+            return transform(data, options, max_pixels=max_pixels)
 
     return run
 
