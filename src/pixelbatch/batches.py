@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from pixelbatch.auth.keys import ANONYMOUS, Principal
 from pixelbatch.catalog import CatalogReader, CsvLimits
 from pixelbatch.db import queries
-from pixelbatch.db.engine import transaction
+from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
 from pixelbatch.fetch import parse_http_url
@@ -114,7 +114,7 @@ def _keep_input(runtime: Runtime, source: IO[bytes], batch_id: uuid.UUID) -> Non
 
 
 def find_by_idempotency_key(runtime: Runtime, tenant: str, key: str) -> Batch | None:
-    with transaction(runtime.sessions) as session:
+    with reading(runtime.sessions) as session:
         return session.scalar(
             select(Batch).where(Batch.tenant == tenant, Batch.idempotency_key == key)
         )
@@ -130,7 +130,7 @@ def _owned(session: Session, batch_id: uuid.UUID, tenant: str) -> Batch:
 
 
 def get_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:
-    with transaction(runtime.sessions) as session:
+    with reading(runtime.sessions) as session:
         return _owned(session, batch_id, tenant)
 
 
@@ -149,7 +149,7 @@ class BatchDetail:
 
 
 def batch_detail(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> BatchDetail:
-    with transaction(runtime.sessions) as session:
+    with reading(runtime.sessions) as session:
         batch = _owned(session, batch_id, tenant)
         errors: list[ErrorCount] = []
         if batch.images_failed:
@@ -178,7 +178,7 @@ def list_batches(
     limit: int,
     status: BatchStatus | None = None,
 ) -> tuple[list[Batch], int]:
-    with transaction(runtime.sessions) as session:
+    with reading(runtime.sessions) as session:
         query = select(Batch).where(Batch.tenant == tenant)
         count = select(func.count()).select_from(Batch).where(Batch.tenant == tenant)
         if status is not None:
@@ -207,7 +207,7 @@ def list_images(
     limit: int,
     status: ImageStatus | None = None,
 ) -> tuple[list[ImageRow], int]:
-    with transaction(runtime.sessions) as session:
+    with reading(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
         query = (
             select(Image, Product.row_number, Product.serial)

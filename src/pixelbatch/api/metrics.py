@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pixelbatch.db.engine import transaction
+from pixelbatch.db.engine import reading
 from pixelbatch.db.models import (
     Batch,
     BatchStatus,
@@ -42,7 +42,7 @@ class DatabaseCollector(Collector):
         hooks = GaugeMetricFamily(
             "pixelbatch_webhook_deliveries", "Webhook deliveries by status", labels=["status"]
         )
-        with transaction(self.runtime.sessions) as session:
+        with reading(self.runtime.sessions) as session:
             queries = (
                 (batches, BatchStatus, select(Batch.status, func.count()).group_by(Batch.status)),
                 (

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from pixelbatch.auth.keys import ANONYMOUS, Principal, authenticate
-from pixelbatch.db.engine import transaction
+from pixelbatch.auth.keys import ANONYMOUS, Principal, authenticate, touch_key
+from pixelbatch.db.engine import reading, transaction
 from pixelbatch.runtime import Runtime
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer pb_…`")
@@ -24,8 +24,12 @@ def principal(
     if not runtime.settings.auth_enabled:
         return ANONYMOUS
     presented = credentials.credentials if credentials is not None else header_key
-    with transaction(runtime.sessions) as session:
-        return authenticate(session, presented)
+    with reading(runtime.sessions) as session:
+        who = authenticate(session, presented)
+    if who.last_used_stale and who.key_id is not None:
+        with transaction(runtime.sessions) as session:
+            touch_key(session, who.key_id)
+    return who
 
 
 def optional_principal(

@@ -12,7 +12,8 @@ import hmac
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from pixelbatch.errors import InvalidInput, NotFound, PixelbatchError
 from pixelbatch.webhooks.signing import new_secret
 
 KEY_RE = re.compile(r"^pb_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{32,64})$")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -37,6 +39,7 @@ class Principal:
 
     tenant: str
     key_id: uuid.UUID | None = None
+    last_used_stale: bool = field(default=False, compare=False)
 
 
 ANONYMOUS = Principal(tenant="")
@@ -87,8 +90,14 @@ def authenticate(session: Session, presented: str | None) -> Principal:
     valid = hmac.compare_digest(expected, _hash(presented.strip()))
     if row is None or not valid or row.revoked_at is not None:
         raise Unauthorized("invalid or revoked API key")
-    session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=utcnow()))
-    return Principal(tenant=row.tenant, key_id=row.id)
+    stale = row.last_used_at is None or utcnow() - row.last_used_at > LAST_USED_RESOLUTION
+    return Principal(tenant=row.tenant, key_id=row.id, last_used_stale=stale)
+
+
+def touch_key(session: Session, key_id: uuid.UUID) -> None:
+    """Record that a key was used. Callers do it only when ``last_used_stale``: a write per
+    request would queue every status poll behind the workers for SQLite's one write lock."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
 def list_keys(session: Session) -> list[ApiKey]:

@@ -36,10 +36,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+READ_ONLY = "pixelbatch_read_only"
+
+
 def _sqlite_begin_immediate(conn: Any) -> None:
     # A deferred transaction that reads then writes fails with SQLITE_BUSY at once when another
     # writer got there first; taking the write lock up front makes it wait on busy_timeout.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Read-only units (see ``reading``) need no lock at all: WAL gives them a snapshot.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -51,3 +58,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A consistent snapshot for requests that only read.
+
+    On SQLite every ``transaction`` queues for the one write lock, so a status poll would
+    wait behind the workers recording results; a reader here never waits for a writer.
+    Writing inside it is a bug (SQLite may refuse the upgrade with SQLITE_BUSY).
+    """
+    with factory() as session:
+        session.connection(execution_options={READ_ONLY: True})
+        yield session
+        session.commit()  # ends the snapshot; unlike rollback it leaves loaded objects usable
