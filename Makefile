@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 COMPOSE_VENV ?= .venv-compose
+MODE ?= embedded
 
 .DEFAULT_GOAL := help
 
@@ -37,6 +38,16 @@ run: install ## Serve the API with embedded workers on http://127.0.0.1:8000
 test: install deploy-tools ## Run the whole test suite
 	$(BIN)/pytest
 
+bench: install ## Benchmark against the codec floor and a naive tool (apt-installs photos once)
+	$(BIN)/python -m bench.run
+
+bench-quick: install ## Smoke-size benchmark, a couple of minutes
+	$(BIN)/python -m bench.run --quick
+
+profile: install ## py-spy profile of one mode while a batch runs: make profile MODE=embedded
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.profile $(MODE)
+
 lint: install ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -49,4 +60,4 @@ format: install ## Apply ruff formatting and fixes
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) $(COMPOSE_VENV) pixelbatch-data .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install deploy-tools demo run test lint format clean
+.PHONY: help install deploy-tools demo run test bench bench-quick profile lint format clean
