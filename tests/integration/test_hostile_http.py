@@ -181,6 +181,7 @@ def test_chunked_upload_from_a_generator_is_413(open_server: support.ServerProce
         assert "content-length" not in response.request.headers
         assert response.status_code == 413
         assert response.json()["code"] == "payload_too_large"
+        assert response.json()["details"]["limit"] >= LIMIT  # the CSV cap + multipart framing
         _assert_hardened(response, open_server.data_dir)
         assert client.get("/api/batches").json()["total"] >= 0
     _assert_healthy(open_server)
@@ -269,6 +270,7 @@ def test_thousands_of_parts_are_a_4xx(open_server: support.ServerProcess, kind: 
         assert 400 <= response.status_code < 500, response.text
         _assert_hardened(response, open_server.data_dir)
         assert "fields" in response.json()["message"] or "files" in response.json()["message"]
+        assert response.status_code != 400 or response.json()["code"] == "bad_request"
     _assert_healthy(open_server)
 
 

@@ -13,9 +13,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pixelbatch.api.middleware import BodyTooLarge
 from pixelbatch.errors import PixelbatchError
 
 log = logging.getLogger(__name__)
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def error_response(
@@ -51,10 +59,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            exc.status_code, "http_error"
-        )
-        return error_response(exc.status_code, code, str(exc.detail))
+        code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        details = {"limit": exc.limit} if isinstance(exc, BodyTooLarge) else None
+        return error_response(exc.status_code, code, str(exc.detail), details)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -20,6 +20,7 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body exceeds the limit of {limit} bytes")
+        self.limit = limit
 
 
 class BodySizeLimit:
