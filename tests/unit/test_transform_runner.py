@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
+from pixelbatch.errors import ImageError
 from pixelbatch.jobs import transform_pool
 from pixelbatch.transform import TransformOptions, TransformResult
 
@@ -50,3 +53,48 @@ def test_inline_runner_runs_one_transform_at_a_time(monkeypatch: pytest.MonkeyPa
         results = list(pool.map(lambda _: runner(data, TransformOptions()), range(16)))
     assert len(results) == 16
     assert most == 1
+
+
+def _slow_jpeg() -> bytes:
+    """About a second of decode + encode: long enough to kill the child mid-image."""
+    im = Image.effect_noise((6000, 4000), 64).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _children(pool: transform_pool.TransformPool) -> list[int]:
+    return list(pool._executor._processes or {})  # test-only peek at the live children
+
+
+def test_pool_survives_a_child_killed_mid_image_and_fails_only_that_image() -> None:
+    pool = transform_pool.TransformPool(1, 50_000_000)
+    try:
+        small = _jpeg()
+        assert pool(small, TransformOptions()).width == 64  # spawns the child
+        (child,) = _children(pool)
+        with ThreadPoolExecutor(1) as caller:
+            in_flight = caller.submit(pool, _slow_jpeg(), TransformOptions())
+            time.sleep(0.3)
+            os.kill(child, signal.SIGKILL)  # as the OOM killer would
+            with pytest.raises(ImageError) as failed:
+                in_flight.result(timeout=30)
+        assert failed.value.code == "worker_crashed"
+        # The next image gets a fresh child and succeeds.
+        assert pool(small, TransformOptions()).width == 64
+        assert _children(pool) and child not in _children(pool)
+    finally:
+        pool.shutdown()
+
+
+def test_a_child_that_died_while_idle_costs_no_image() -> None:
+    pool = transform_pool.TransformPool(1, 50_000_000)
+    try:
+        small = _jpeg()
+        pool(small, TransformOptions())
+        (child,) = _children(pool)
+        os.kill(child, signal.SIGKILL)
+        time.sleep(0.5)  # the executor notices and marks itself broken
+        assert pool(small, TransformOptions()).width == 64
+    finally:
+        pool.shutdown()

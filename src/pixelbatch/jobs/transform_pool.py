@@ -72,17 +72,30 @@ class TransformPool:
         )
 
     def __call__(self, data: bytes, options: TransformOptions) -> TransformResult:
-        executor = self._executor
-        try:
-            return executor.submit(transform, data, options, max_pixels=self.max_pixels).result()
-        except BrokenProcessPool:
-            with self._lock:
-                if self._executor is executor:
-                    self._executor = self._new_executor()
-            raise ImageError(
-                "the image worker process died while decoding this image",
-                code="worker_crashed",
-            ) from None
+        for _ in range(3):
+            executor = self._executor
+            try:
+                future = executor.submit(transform, data, options, max_pixels=self.max_pixels)
+            except BrokenProcessPool:
+                # The pool broke before this image reached it: not this image's doing.
+                self._replace(executor)
+                continue
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                self._replace(executor)
+                raise ImageError(
+                    "the image worker process died while decoding this image",
+                    code="worker_crashed",
+                ) from None
+        raise ImageError("the image worker processes keep dying", code="worker_crashed")
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """Swap in a new pool once, however many threads saw the old one break."""
+        with self._lock:
+            if self._executor is broken:
+                self._executor = self._new_executor()
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
