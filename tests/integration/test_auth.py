@@ -3,11 +3,13 @@ server with keys on."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +30,9 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def _create_key(env: dict[str, str], name: str) -> tuple[str, str]:
+def create_key(env: dict[str, str], name: str) -> tuple[str, str]:
+    """Create a key through the CLI, as an operator would; returns (api key, webhook secret).
+    Shared with the schemathesis run that fuzzes with keys on."""
     result = _cli(["keys", "create", "--name", name], env)
     assert result.returncode == 0, result.stderr
     key = re.search(r"api key:\s+(pb_\S+)", result.stdout)
@@ -37,8 +41,11 @@ def _create_key(env: dict[str, str], name: str) -> tuple[str, str]:
     return key.group(1), secret.group(1)
 
 
+AuthServer = tuple[support.ServerProcess, dict[str, tuple[str, str]], dict[str, str]]
+
+
 @pytest.fixture
-def auth_server(tmp_path: Path, server_env: dict[str, str]):
+def auth_server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[AuthServer]:
     data_dir = tmp_path / "data"
     env = {
         **server_env,
@@ -46,7 +53,7 @@ def auth_server(tmp_path: Path, server_env: dict[str, str]):
         "PIXELBATCH_AUTH": "on",
         "PIXELBATCH_UPLOAD_RATE_PER_MINUTE": "4",
     }
-    keys = {name: _create_key(env, name) for name in ("acme", "globex")}
+    keys = {name: create_key(env, name) for name in ("acme", "globex")}
     proc = support.ServerProcess(data_dir, env).start()
     try:
         yield proc, keys, env
@@ -58,8 +65,67 @@ def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+UNKNOWN = "0b6f2d7e-1c1f-4e8b-9a7e-3f1d2c3b4a5e"
+# Every route that takes a request id. Each must answer another tenant's id exactly like an
+# id that does not exist: any difference (a 409 for a finished batch, another message, an
+# extra header) tells a caller which ids are real.
+CROSS_TENANT_PROBES = [
+    ("GET", "/api/status/{}"),
+    ("GET", "/api/batches/{}"),
+    ("GET", "/api/batches/{}/images"),
+    ("GET", "/api/batches/{}/images?status=FAILED&offset=0&limit=5"),
+    ("GET", "/api/batches/{}/output.csv"),
+    ("POST", "/api/batches/{}/cancel"),
+    ("POST", "/api/batches/{}/retry"),
+]
+# Differ between any two responses, whoever asks.
+VOLATILE_HEADERS = {"date"}
+
+
+def _assert_same_answer(
+    theirs: httpx.Response, their_id: str, nobody: httpx.Response, unknown_id: str
+) -> None:
+    """Same status, same JSON body and same headers once the id asked about is swapped out
+    (a UUID has a fixed length, so even Content-Length must agree)."""
+    where = f"{theirs.request.method} {theirs.request.url.path}"
+    assert theirs.status_code == nobody.status_code == 404, f"{where}: {theirs.text}"
+    assert nobody.json()["code"] == "not_found", f"{where}: {nobody.text}"
+    assert json.loads(theirs.text.replace(their_id, unknown_id)) == nobody.json(), where
+
+    def headers(response: httpx.Response, request_id: str) -> list[tuple[str, str]]:
+        return sorted(
+            (name.lower(), value.replace(request_id, unknown_id))
+            for name, value in response.headers.multi_items()
+            if name.lower() not in VOLATILE_HEADERS
+        )
+
+    assert headers(theirs, their_id) == headers(nobody, unknown_id), where
+
+
+AUTH_OFF_WARNING = "WARNING: API keys are OFF"
+
+
+def test_startup_warns_when_keys_are_off(server: support.ServerProcess) -> None:
+    """The default server (auth "auto", bound to 127.0.0.1) runs without keys: whoever
+    starts it must be told, with the address anyone could reach it on."""
+    server.stop()  # flushes the log
+    log = server.log_path.read_text(errors="replace")
+    assert f"{AUTH_OFF_WARNING}: anyone who can reach 127.0.0.1:{server.port}" in log, log
+    assert "PIXELBATCH_AUTH=on" in log, log
+
+
+def test_no_keys_off_warning_when_keys_are_on(tmp_path: Path) -> None:
+    proc = support.ServerProcess(tmp_path / "data", {"PIXELBATCH_AUTH": "on"}).start()
+    proc.stop()  # flushes the log
+    log = proc.log_path.read_text(errors="replace")
+    assert "API keys are required" in log, log  # the right log, fully written
+    assert AUTH_OFF_WARNING not in log and "API keys are OFF" not in log, log
+
+
 def test_keys_tenants_signed_urls_and_rate_limits(
-    auth_server, images: ImageServer, sink_server
+    auth_server: AuthServer,
+    images: ImageServer,
+    sink_server: tuple[ImageServer, support.WebhookSink],
 ) -> None:
     proc, keys, env = auth_server
     hook_server, sink = sink_server
@@ -88,16 +154,14 @@ def test_keys_tenants_signed_urls_and_rate_limits(
         )
         assert status["status"] == "COMPLETED"
 
-        # Another tenant sees exactly what an unknown id gets.
-        unknown = "0b6f2d7e-1c1f-4e8b-9a7e-3f1d2c3b4a5e"
-        for path in ("/api/status/{}", "/api/batches/{}/images", "/api/batches/{}/output.csv"):
-            theirs = client.get(path.format(acme_id), headers=_bearer(globex))
-            nobody = client.get(path.format(unknown), headers=_bearer(globex))
-            assert theirs.status_code == nobody.status_code == 404
-            assert theirs.json()["code"] == nobody.json()["code"] == "not_found"
-        assert (
-            client.post(f"/api/batches/{acme_id}/retry", headers=_bearer(globex)).status_code == 404
-        )
+        # Another tenant gets exactly what an unknown id gets, byte for byte but the id.
+        for method, path in CROSS_TENANT_PROBES:
+            theirs = client.request(method, path.format(acme_id), headers=_bearer(globex))
+            nobody = client.request(method, path.format(UNKNOWN), headers=_bearer(globex))
+            _assert_same_answer(theirs, acme_id, nobody, UNKNOWN)
+        # ... and its cancel and retry changed nothing.
+        again = client.get(f"/api/status/{acme_id}", headers=_bearer(acme)).json()
+        assert again["status"] == "COMPLETED" and again["updated_at"] == status["updated_at"]
         assert client.get("/api/batches", headers=_bearer(globex)).json()["total"] == 0
         assert client.get("/api/batches", headers=_bearer(acme)).json()["total"] == 1
 
@@ -120,6 +184,12 @@ def test_keys_tenants_signed_urls_and_rate_limits(
         bare = signed.split("?", 1)[0]
         assert client.get(bare).status_code == 404
         assert client.get(bare, headers=_bearer(globex)).status_code == 404
+        _assert_same_answer(
+            client.get(bare, headers=_bearer(globex)),
+            acme_id,
+            client.get(bare.replace(acme_id, UNKNOWN), headers=_bearer(globex)),
+            UNKNOWN,
+        )
         assert client.get(bare, headers=_bearer(acme)).status_code == 200
         tampered = re.sub(r"expires=(\d+)", lambda m: f"expires={int(m.group(1)) + 1}", signed)
         assert client.get(tampered).status_code == 404

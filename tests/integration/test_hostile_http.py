@@ -16,13 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pixelbatch.api.middleware import SECURITY_HEADERS
 from tests import support
 
 LIMIT = 1_000_000  # PIXELBATCH_MAX_UPLOAD_BYTES for these servers
+# Spelled out rather than derived from SECURITY_HEADERS, so that dropping or weakening one
+# there fails here; test_expected_headers_are_all_the_security_headers keeps the two equal.
 EXPECTED_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
+    "cross-origin-resource-policy": "same-site",
 }
 LEAKS = ("Traceback", 'File "/', "sqlalchemy", "SELECT ", "site-packages")
 CSV_HEAD = b"S. No.,Product Name,Input Image Urls\r\n"
@@ -54,6 +58,13 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[support.Se
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[support.ServerProcess]:
     yield from _start(tmp_path_factory, "auth", PIXELBATCH_AUTH="on")
+
+
+def test_expected_headers_are_all_the_security_headers() -> None:
+    """Every assertion below checks EXPECTED_HEADERS: it must not be a subset of what the
+    server is meant to send (a header added to SECURITY_HEADERS gets checked here too)."""
+    sent = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+    assert sent == EXPECTED_HEADERS
 
 
 def _assert_hardened(response: httpx.Response, data_dir: Path) -> None:

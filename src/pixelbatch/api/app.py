@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from pixelbatch import __version__
-from pixelbatch.api.errors import install_error_handlers
+from pixelbatch.api.errors import UnexpectedErrors, install_error_handlers
 from pixelbatch.api.metrics import Metrics, RequestTimer
 from pixelbatch.api.middleware import BodySizeLimit, SecurityHeaders
 from pixelbatch.api.routes import router
@@ -75,6 +75,10 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     )
     install_error_handlers(app)
     app.include_router(router)
+    # The last one added runs outermost: RequestTimer > SecurityHeaders > BodySizeLimit >
+    # UnexpectedErrors > routes. So the 500 for an unexpected exception is timed, carries
+    # the security headers and closes a connection whose body was not read, like any answer.
+    app.add_middleware(UnexpectedErrors)
     # Multipart framing adds a little to the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(SecurityHeaders)

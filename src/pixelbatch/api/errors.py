@@ -2,6 +2,14 @@
 
 Unexpected exceptions are logged with their traceback and answered with a bare 500: no stack
 trace, SQL or path ever reaches a client.
+
+Why the 500 is not just an ``exception_handler(Exception)``: Starlette runs that handler in
+its ``ServerErrorMiddleware``, the outermost layer, *outside* every user middleware. Its
+response would skip ``SecurityHeaders`` and ``BodySizeLimit``'s connection handling, and the
+exception would be re-raised to the server, which logs it a second time. So
+:class:`UnexpectedErrors`, a middleware inside those, answers the 500 instead; the handler
+stays only as a last resort (an exception from the outer middlewares themselves) and sets
+the security headers on its own.
 """
 
 from __future__ import annotations
@@ -12,8 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pixelbatch.api.middleware import BodyTooLarge
+from pixelbatch.api.middleware import SECURITY_HEADERS, BodyTooLarge
 from pixelbatch.errors import PixelbatchError
 
 log = logging.getLogger(__name__)
@@ -65,5 +74,57 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error")
+        # Last resort only: UnexpectedErrors answers everything raised inside the middleware
+        # stack. Starlette re-raises after this, so the server logs the traceback itself.
+        return internal_error_response()
+
+
+def internal_error_response() -> JSONResponse:
+    """The one 500 body. It carries the security headers itself because it may be sent from
+    outside the ``SecurityHeaders`` middleware (see the module docstring)."""
+    return error_response(
+        500,
+        "internal_error",
+        "internal server error",
+        headers={
+            name.decode("latin-1"): value.decode("latin-1") for name, value in SECURITY_HEADERS
+        },
+    )
+
+
+class UnexpectedErrors:
+    """Turn an exception nothing else handled into the JSON 500, inside the user middleware
+    so the answer gets the security headers, is timed with status 500 and closes a connection
+    whose request body was never read.
+
+    The exception is logged here, once, with its traceback, and not re-raised: re-raising
+    would make the server log it again. Two cases are left alone: ``BodyTooLarge``, which
+    ``BodySizeLimit`` (outside this one) turns into its 413, and any exception after the
+    response started, which can no longer be answered: re-raising it lets the server abort
+    the connection so the client sees a truncated response, not a complete-looking one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except BodyTooLarge:
+            raise
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await internal_error_response()(scope, receive, send)

@@ -111,7 +111,12 @@ class BodySizeLimit:
 
 
 class SecurityHeaders:
-    """Add the security headers to every HTTP response, errors included."""
+    """Add the security headers to every HTTP response, errors included.
+
+    Only responses sent from inside this middleware pass through it. Starlette's last-resort
+    500 (``ServerErrorMiddleware``) is sent from outside every user middleware, so that one
+    sets the headers itself (``pixelbatch.api.errors.internal_error_response``).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
