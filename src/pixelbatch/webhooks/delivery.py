@@ -1,4 +1,10 @@
-"""Send due webhooks from the outbox; one attempt row per try, backoff between tries."""
+"""Send due webhooks from the outbox; one attempt row per try, backoff between tries.
+
+A delivery keeps one ``webhook-id`` (the event id) across all its attempts so receivers
+can de-duplicate, and is re-signed on each attempt. Anything but a 2xx answer - including
+a redirect, an error status, a timeout or a refused connection - is a failed attempt,
+retried with exponential backoff until ``webhook_max_attempts`` and then FAILED for good.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,8 +32,12 @@ log = logging.getLogger(__name__)
 
 
 def backoff_delay(attempt: int, settings: Settings) -> float:
-    """Exponential backoff with jitter: base, 2*base, 4*base ... capped; spreads retries over
-    hours with the defaults (10 s doubling to 1 h, 10 attempts)."""
+    """Delay after failed attempt ``attempt`` (1-based): base, 2*base, 4*base ... capped at
+    ``webhook_backoff_max``, times a +-20% jitter so deliveries that failed together (one
+    receiver outage) do not all retry in the same second.
+
+    With the defaults (base 10 s, cap 1 h, 10 attempts) the nine gaps run from 10 s to
+    2560 s, about 85 minutes in all: long enough to ride out a deploy or a short outage."""
     delay = min(settings.webhook_backoff_max, settings.webhook_backoff_base * 2.0 ** (attempt - 1))
     return float(delay * random.uniform(0.8, 1.2))
 
@@ -43,53 +55,91 @@ def client_secret(session: Session, batch_id: uuid.UUID) -> str | None:
     )
 
 
-def deliver_due(runtime: Runtime, limit: int = 20) -> int:
-    """Attempt every delivery that is due; returns how many were attempted."""
+@dataclass(frozen=True)
+class _Due:
+    """What one attempt needs, copied out of the claiming transaction."""
+
+    id: uuid.UUID
+    event_id: str
+    url: str
+    payload: dict[str, Any]
+    attempts: int
+    own_secret: str | None
+
+
+def _claim_one(runtime: Runtime) -> _Due | None:
     settings = runtime.settings
     with transaction(runtime.sessions) as session:
         due = queries.claim_due_deliveries(
-            session, limit=limit, lease_seconds=settings.webhook_timeout * 3 + 30
+            session, limit=1, lease_seconds=settings.webhook_timeout * 3 + 30
         )
-        work = [
-            (d.id, d.event_id, d.url, d.payload, d.attempts, client_secret(session, d.batch_id))
-            for d in due
-        ]
-    if not work:
-        return 0
-    default_secret = load_or_create_secret(settings)
-    for delivery_id, event_id, url, payload, attempts, own_secret in work:
-        secret = own_secret or default_secret
-        body = encode_payload(payload)
+        if not due:
+            return None
+        d = due[0]
+        return _Due(
+            d.id, d.event_id, d.url, d.payload, d.attempts, client_secret(session, d.batch_id)
+        )
+
+
+def _send(runtime: Runtime, item: _Due) -> tuple[int | None, str | None]:
+    """POST once; returns (status code, error). Never raises: whatever goes wrong is this
+    attempt's failure, so it is recorded and backed off like any other."""
+    settings = runtime.settings
+    try:
+        secret = item.own_secret or load_or_create_secret(settings)
+        body = encode_payload(item.payload)
+        # Signed now, not when queued: a retry hours later carries a current timestamp
+        # that the receiver's replay window accepts, under the same webhook-id.
+        headers = signature_headers(secret, item.event_id, body)
+        status_code = runtime.fetcher.post(
+            item.url, body, headers, timeout=settings.webhook_timeout
+        )
+    except FetchError as exc:
+        return None, exc.message
+    except Exception:
+        # A bad secret or payload must not wedge the outbox: left unrecorded, the delivery
+        # would come back after its lease, fail the same way first in every pass, forever.
+        log.exception("webhook %s could not be sent", item.event_id)
+        return None, "internal error: the webhook could not be signed or sent"
+    # Redirects are not followed (the target was never checked), so 3xx is a failure too.
+    if not 200 <= status_code < 300:
+        return status_code, f"receiver answered HTTP {status_code}"
+    return status_code, None
+
+
+def deliver_due(runtime: Runtime, limit: int = 20) -> int:
+    """Attempt up to ``limit`` due deliveries; returns how many were attempted.
+
+    Deliveries are claimed one at a time, just before they are sent, so a lease only has
+    to outlast one attempt (a few timeouts). Claiming a page up front would leave its tail
+    waiting behind slow receivers until those leases ran out, and another worker would then
+    send and record the same attempt again. It also lets several workers share the outbox.
+    """
+    settings = runtime.settings
+    attempted = 0
+    while attempted < limit:
+        item = _claim_one(runtime)
+        if item is None:
+            break
+        attempted += 1
         started = time.monotonic()
-        status_code: int | None = None
-        error: str | None = None
-        try:
-            status_code = runtime.fetcher.post(
-                url,
-                body,
-                signature_headers(secret, event_id, body),
-                timeout=settings.webhook_timeout,
-            )
-            if not 200 <= status_code < 300:
-                error = f"receiver answered HTTP {status_code}"
-        except FetchError as exc:
-            error = exc.message
+        status_code, error = _send(runtime, item)
         duration_ms = (time.monotonic() - started) * 1000
         delivered = error is None
-        attempt_number = attempts + 1
+        attempt_number = item.attempts + 1
         next_at = None
         if not delivered and attempt_number < settings.webhook_max_attempts:
             next_at = utcnow() + timedelta(seconds=backoff_delay(attempt_number, settings))
         if not delivered:
-            log.warning("webhook %s attempt %d failed: %s", event_id, attempt_number, error)
+            log.warning("webhook %s attempt %d failed: %s", item.event_id, attempt_number, error)
         with transaction(runtime.sessions) as session:
             queries.record_delivery_attempt(
                 session,
-                delivery_id,
+                item.id,
                 status_code=status_code,
                 error=error,
                 duration_ms=duration_ms,
                 delivered=delivered,
                 next_attempt_at=next_at,
             )
-    return len(work)
+    return attempted

@@ -25,9 +25,22 @@ class InvalidSignature(PixelbatchError):
 
 
 def decode_secret(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret (or of a raw string secret).
+
+    Raises ValueError rather than returning an empty or partial key: ``b64decode`` would by
+    default drop every character outside the alphabet, so a mistyped secret such as
+    ``whsec_%%%`` - or an empty one - became the empty key, and signatures anyone can compute.
+    """
     if secret.startswith(SECRET_PREFIX):
-        return base64.b64decode(secret[len(SECRET_PREFIX) :])
-    return secret.encode()
+        try:
+            key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        except ValueError:  # binascii.Error
+            raise ValueError("webhook secret: the part after 'whsec_' is not base64") from None
+    else:
+        key = secret.encode()
+    if not key:
+        raise ValueError("webhook secret is empty")
+    return key
 
 
 def new_secret() -> str:
@@ -65,7 +78,11 @@ def verify(
     now: float | None = None,
 ) -> None:
     """Receiver-side check: raises ``InvalidSignature`` unless a v1 signature matches and the
-    timestamp is within ``tolerance`` seconds (replay protection)."""
+    timestamp is within ``tolerance`` seconds (replay protection).
+
+    A malformed ``secret`` raises ValueError first, whatever the request: it is the
+    receiver's configuration error, not something a sender did."""
+    decode_secret(secret)
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
         msg_id = lowered["webhook-id"]
