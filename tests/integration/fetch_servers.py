@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import gzip
+import selectors
+import socket
 import ssl
 import sys
 import threading
@@ -250,3 +254,100 @@ class InFlight:
         with self.lock:
             self.current -= 1
         image(h)
+
+
+# ---- connection-counting canary
+
+
+class ConnectionCanary:
+    """A TCP listener that must never be reached, counting connections at ``accept()``.
+
+    An HTTP server counts requests, and a hit counter misses a client that connects and
+    then fails (or is refused) before sending a request line; but reaching the socket at
+    all is already the SSRF. So this counts TCP connections, on 127.0.0.1 and, when the
+    machine has IPv6 loopback, on [::1] with the same port, so spellings that resolve to
+    either family land here. Each connection is answered ``200 secret`` and closed, so a
+    regression also shows up as a fetch that succeeds.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    BODY = b"secret"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.peers: list[str] = []
+        self._stop = threading.Event()
+        self._listeners = self._bind()
+        self.port: int = self._listeners[0].getsockname()[1]
+        self.ipv6 = len(self._listeners) == 2
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+
+    @staticmethod
+    def _bind() -> list[socket.socket]:
+        """127.0.0.1:<p> plus [::1]:<p>; retries when <p> is taken on the IPv6 side."""
+        for _ in range(20):
+            v4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            v4.bind(("127.0.0.1", 0))
+            port = v4.getsockname()[1]
+            v6: socket.socket | None = None
+            try:
+                v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                v6.bind(("::1", port))
+            except OSError as exc:
+                if v6 is not None:
+                    v6.close()
+                if exc.errno == errno.EADDRINUSE:
+                    v4.close()
+                    continue
+                v6 = None  # no IPv6 loopback here: IPv4 only
+            listeners = [v4] if v6 is None else [v4, v6]
+            for listener in listeners:
+                listener.listen(16)
+                listener.setblocking(False)
+            return listeners
+        raise RuntimeError("no port free on both 127.0.0.1 and [::1]")
+
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            for listener in self._listeners:
+                selector.register(listener, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in selector.select(timeout=0.02):
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
+                    try:
+                        conn, peer = ready.accept()
+                    except (BlockingIOError, OSError):
+                        continue
+                    with self.lock:
+                        self.connections += 1
+                        self.peers.append(str(peer[0]))
+                    self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.setblocking(True)
+            conn.settimeout(1)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY)
+            )
+
+    def start(self) -> ConnectionCanary:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for listener in self._listeners:
+            listener.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import os
 import shutil
 import socket
 import ssl
@@ -21,6 +24,7 @@ import pytest
 from pixelbatch.errors import FetchError
 from pixelbatch.fetch import FetchConfig, Fetcher
 from pixelbatch.fetch.client import _parse_retry_after
+from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from tests.integration import fetch_servers as fs
 
@@ -254,17 +258,49 @@ def test_direct_url_to_unlisted_port_is_blocked(fetcher: Fetcher, canary: fs.Tes
     assert canary.connections == 0
 
 
+def _stays_on_this_machine(host: str) -> bool:
+    """Loopback and the unspecified address (which Linux routes to loopback) only."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified
+
+
 @pytest.fixture
-def connect_spy(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Records every outgoing TCP connection attempt made by httpcore."""
-    calls: list[Any] = []
-    real = socket.create_connection
+def connect_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Records every TCP connect attempt in this process as ``(ip, port)``.
 
-    def spy(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
-        calls.append(address)
-        return real(address, *args, **kwargs)
+    Only connections that stay on this machine are really made; any other is refused on
+    the spot. A guard regression therefore shows up as a recorded attempt (and a failed
+    test), never as a packet to the internet or to a real cloud metadata service. It
+    patches ``socket.socket.connect`` itself, below whatever httpcore uses to connect.
+    """
+    calls: list[tuple[str, int]] = []
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
 
-    monkeypatch.setattr(socket, "create_connection", spy)
+    def record(sock: socket.socket, address: Any) -> bool:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return True
+        host, port = str(address[0]), int(address[1])
+        calls.append((host, port))
+        return _stays_on_this_machine(host)
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        if not record(sock, address):
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "refused by the test's connect spy")
+        real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> int:
+        if not record(sock, address):
+            return errno.ECONNREFUSED
+        return real_connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     return calls
 
 
@@ -279,7 +315,7 @@ def connect_spy(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     ],
 )
 def test_metadata_and_private_are_blocked_without_connecting(
-    fetcher: Fetcher, connect_spy: list[Any], url: str
+    fetcher: Fetcher, connect_spy: list[tuple[str, int]], url: str
 ) -> None:
     started = time.monotonic()
     error = fetch_error(fetcher, url)
@@ -289,15 +325,144 @@ def test_metadata_and_private_are_blocked_without_connecting(
 
 
 def test_redirect_to_metadata_is_blocked(
-    fetcher: Fetcher, origin: fs.TestServer, connect_spy: list[Any]
+    fetcher: Fetcher, origin: fs.TestServer, connect_spy: list[tuple[str, int]]
 ) -> None:
     error = fetch_error(fetcher, origin.url("/to-metadata"))
     assert error.code == "blocked_address"
-    assert all(address[0] == "127.0.0.1" for address in connect_spy)
+    assert connect_spy == [("127.0.0.1", origin.port)]
 
 
-def test_public_address_on_unlisted_port_is_blocked(fetcher: Fetcher) -> None:
+def test_public_address_on_unlisted_port_is_blocked(
+    fetcher: Fetcher, connect_spy: list[tuple[str, int]]
+) -> None:
+    """Refused before connecting; were it not, the spy refuses too: no internet traffic."""
     assert fetch_error(fetcher, "http://93.184.216.34:8080/").code == "blocked_port"
+    assert connect_spy == []
+
+
+# ---- every spelling of "this machine", straight and via redirect
+
+
+@pytest.fixture
+def tcp_canary() -> Iterator[fs.ConnectionCanary]:
+    """Listens on 127.0.0.1 and [::1] (same port), counting TCP connections at accept."""
+    canary = fs.ConnectionCanary().start()
+    yield canary
+    canary.stop()
+
+
+# (url, the allowlist entry that would admit it, where it connects, reachable locally)
+SPELLINGS = [
+    pytest.param("http://2130706433:{port}/secret", "127.0.0.1", "127.0.0.1", id="decimal"),
+    pytest.param("http://0x7f.1:{port}/", "127.0.0.1", "127.0.0.1", id="hex-short"),
+    pytest.param("http://0177.0.0.1:{port}/", "127.0.0.1", "127.0.0.1", id="octal"),
+    pytest.param("http://127.1:{port}/", "127.0.0.1", "127.0.0.1", id="short"),
+    pytest.param("http://0:{port}/", "0.0.0.0", "0.0.0.0", id="zero"),
+    pytest.param("http://[::1]:{port}/", "[::1]", "::1", id="v6-loopback"),
+    pytest.param(
+        "http://[::ffff:127.0.0.1]:{port}/", "[::ffff:127.0.0.1]", "::ffff:127.0.0.1", id="mapped"
+    ),
+    pytest.param(
+        "http://[64:ff9b::7f00:1]:{port}/", "[64:ff9b::7f00:1]", "64:ff9b::7f00:1", id="nat64"
+    ),
+    pytest.param("http://localhost:{port}/", "localhost", None, id="localhost"),
+]
+
+
+@pytest.mark.parametrize(("url", "entry", "connects_to"), SPELLINGS)
+def test_spelling_of_this_machine_is_blocked(
+    fetcher: Fetcher,
+    tcp_canary: fs.ConnectionCanary,
+    connect_spy: list[tuple[str, int]],
+    url: str,
+    entry: str,
+    connects_to: str | None,
+) -> None:
+    """Numeric, short, IPv6 and NAT64 spellings of loopback on a port that is not the
+    allowlisted one: refused before any socket is opened."""
+    target = url.format(port=tcp_canary.port)
+    error = fetch_error(fetcher, target)
+    assert error.code == "blocked_address", error.message
+    assert error.details["attempts"] == 1  # blocked is final
+    assert tcp_canary.connections == 0
+    assert connect_spy == []
+
+
+@pytest.mark.parametrize(("url", "entry", "connects_to"), SPELLINGS)
+def test_redirect_to_spelling_of_this_machine_is_blocked(
+    fetcher: Fetcher,
+    origin: fs.TestServer,
+    tcp_canary: fs.ConnectionCanary,
+    connect_spy: list[tuple[str, int]],
+    url: str,
+    entry: str,
+    connects_to: str | None,
+) -> None:
+    """The allowlisted image server answers 302 to each spelling: the hop is re-checked."""
+    target = url.format(port=tcp_canary.port)
+    origin.routes["/to-spelling"] = fs.redirect(target)
+    error = fetch_error(fetcher, origin.url("/to-spelling"))
+    assert error.code == "blocked_address", error.message
+    assert error.details["requested_url"] == origin.url("/to-spelling")
+    assert origin.hits["/to-spelling"] == 1
+    assert tcp_canary.connections == 0
+    assert connect_spy == [("127.0.0.1", origin.port)]  # the image server, nothing else
+
+
+@pytest.mark.parametrize(("url", "entry", "connects_to"), SPELLINGS)
+def test_canary_sees_each_spelling_once_allowlisted(
+    make_fetcher: Factory,
+    tcp_canary: fs.ConnectionCanary,
+    connect_spy: list[tuple[str, int]],
+    url: str,
+    entry: str,
+    connects_to: str | None,
+) -> None:
+    """Control for the two tests above: with the spelling allowlisted, the very same URL
+    does reach the canary (or, for NAT64, which leaves the machine, the connect spy), so
+    "0 connections" there means blocked, not "pointed somewhere the canary can't see"."""
+    if connects_to is not None and ":" in connects_to and not tcp_canary.ipv6:
+        pytest.skip("no IPv6 loopback on this machine")
+    target = url.format(port=tcp_canary.port)
+    fetcher = make_fetcher(allow=[f"{entry}:{tcp_canary.port}"], retries=0)
+    if connects_to is not None and not _stays_on_this_machine(connects_to):
+        assert fetch_error(fetcher, target).code == "connection_error"
+        assert connect_spy == [(connects_to, tcp_canary.port)]
+        assert tcp_canary.connections == 0
+        return
+    assert fetcher.fetch(target).data == fs.ConnectionCanary.BODY
+    assert tcp_canary.connections == 1
+    assert [host for host, _ in connect_spy] == [connects_to or "127.0.0.1"]
+
+
+# ---- ports
+
+
+def test_allowed_ports_setting_reaches_the_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connect_spy: list[tuple[str, int]]
+) -> None:
+    """PIXELBATCH_FETCH_ALLOWED_PORTS -> Settings -> Runtime.fetcher (the production path)
+    -> AddressPolicy: 8443 passes the guard and gets as far as connect() (refused by the
+    spy, so nothing leaves the machine); 8080 is still refused before connecting."""
+    for name in list(os.environ):
+        if name.startswith("PIXELBATCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIXELBATCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PIXELBATCH_FETCH_ALLOWED_PORTS", "80, 443,8443")
+    monkeypatch.setenv("PIXELBATCH_FETCH_RETRIES", "0")
+    runtime = Runtime(Settings())
+    try:
+        fetcher = runtime.fetcher
+        assert fetcher.policy.allowed_ports == {80, 443, 8443}
+        error = fetch_error(fetcher, "http://93.184.216.34:8443/a.png")
+        assert error.code == "connection_error"  # past the guard: the spy refused it
+        assert connect_spy == [("93.184.216.34", 8443)]
+        error = fetch_error(fetcher, "http://93.184.216.34:8080/a.png")
+        assert error.code == "blocked_port"
+        assert "only ports 80, 443, 8443 are allowed" in error.message
+        assert connect_spy == [("93.184.216.34", 8443)]  # no attempt on 8080
+    finally:
+        runtime.close()
 
 
 def _localhost_addresses() -> set[str]:

@@ -287,3 +287,217 @@ def test_endless_headers_are_refused_quickly(raw_server: Callable[..., RawServer
     assert error.code == "connection_error"  # h11 caps an incomplete head at 16 KiB
     assert elapsed < 2.0
     assert "Traceback" not in error.message
+
+
+# --------------------------------------------------------------------------- Content-Length lies
+
+DECLARED = 100
+FLOOD = 10 * 1024 * 1024  # 40x MAX_BYTES: reading "until the peer stops" would blow the cap
+SMUGGLED = b"smuggled"
+
+
+def _read_head(conn: socket.socket) -> bool:
+    """Reads one request head off a kept-alive connection; False once the client is gone."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return False
+        head += chunk
+    return True
+
+
+def under_declared_flood(server_ref: list[RawServer]) -> Behaviour:
+    """Declares 100 bytes, then sends 10 MiB: only the declared bytes are the body."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(
+            conn,
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % DECLARED,
+        )
+        block = b"z" * 65536
+        for _ in range(FLOOD // len(block)):
+            if stop.is_set():
+                return
+            server_ref[0].send(conn, block)
+        stop.wait(30)
+
+    return behaviour
+
+
+def under_declared_smuggle(server_ref: list[RawServer]) -> Behaviour:
+    """Declares 100 bytes and appends a complete second response in the same packet.
+
+    The extra bytes land in the client's parser buffer, not the socket, so a pool that only
+    asks "is the socket readable?" keeps the connection, and the next request on it is
+    answered with the planted bytes (response splitting; RFC 9112 s6.3 says a client MUST
+    NOT process such extra data as a separate response). Requests that do reach this
+    server on a kept-alive connection are answered honestly, with the declared image.
+    """
+    body = b"a" * DECLARED
+    honest = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % (
+        len(body)
+    )
+    planted = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(SMUGGLED),
+        SMUGGLED,
+    )
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(conn, honest + body + planted)
+        while not stop.is_set() and _read_head(conn):
+            server_ref[0].send(conn, honest + body)
+
+    return behaviour
+
+
+def content_lengths(*values: bytes, body: bytes = b"q" * 300) -> Factory:
+    """Sends one Content-Length header per value (a comma inside a value is kept as is)."""
+
+    def factory(server_ref: list[RawServer]) -> Behaviour:
+        def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+            lines = b"".join(b"Content-Length: %s\r\n" % value for value in values)
+            server_ref[0].send(
+                conn, b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n" + lines + b"\r\n" + body
+            )
+            stop.wait(30)  # never closes: a client waiting for "the rest" hangs to its deadline
+
+        return behaviour
+
+    return factory
+
+
+def _fetch_ok(server: RawServer, fetcher: Fetcher) -> tuple[bytes, float]:
+    started = time.monotonic()
+    data = fetcher.fetch(server.url).data
+    return data, time.monotonic() - started
+
+
+def test_under_declared_length_returns_only_the_declared_bytes(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Content-Length: 100 followed by 10 MiB: the body is the 100 declared bytes, read
+    at once (no waiting for the flood to end), and the flooded connection is not reused."""
+    server = raw_server(under_declared_flood)
+    with Fetcher(_config(server)) as fetcher:
+        for attempt in (1, 2):
+            data, elapsed = _fetch_ok(server, fetcher)
+            assert data == b"z" * DECLARED
+            assert elapsed < 0.5
+            assert server.connections == attempt  # the leftover flood is never parsed
+
+
+def test_under_declared_length_cannot_answer_the_next_request(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Bytes past the declared length must never become the response to a later request."""
+    server = raw_server(under_declared_smuggle)
+    with Fetcher(_config(server)) as fetcher:
+        first, _ = _fetch_ok(server, fetcher)
+        second, elapsed = _fetch_ok(server, fetcher)
+    assert first == b"a" * DECLARED
+    assert second != SMUGGLED
+    assert second == b"a" * DECLARED
+    assert elapsed < 0.5
+    assert server.connections == 2  # the tainted connection was dropped, not reused
+
+
+@pytest.mark.parametrize(
+    "values",
+    [(b"100", b"200"), (b"100, 200",), (b"200", b"100")],
+    ids=["two-headers", "one-header-two-values", "larger-first"],
+)
+def test_conflicting_content_lengths_fail_clearly(
+    raw_server: Callable[..., RawServer], values: tuple[bytes, ...]
+) -> None:
+    """Two different lengths leave the body's end undefined: refused, never guessed."""
+    server = raw_server(content_lengths(*values))
+    error, elapsed = _fetch_error(server)
+    assert error.code == "connection_error"
+    assert "conflicting Content-Length" in error.message
+    assert elapsed < TOTAL  # refused on the head, not by the deadline
+    assert server.connections <= 4  # 1 + retries, each refused at once
+
+
+def test_repeated_oversize_content_length_is_refused_before_the_body(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """A length sent twice must still be seen as one (too large) value, not as an
+    unparseable "N, N" that skips the early size check and waits for the body."""
+    oversize = b"%d" % (FLOOD)
+    server = raw_server(content_lengths(oversize, oversize, body=b""))
+    error, elapsed = _fetch_error(server)
+    assert error.code == "too_large"
+    assert "declares 10 MiB" in error.message
+    assert elapsed < 0.5
+    assert server.connections == 1
+
+
+def test_repeated_equal_content_length_is_one_length(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Identical duplicates are legal (RFC 9112 s6.3): the body is that many bytes."""
+    server = raw_server(content_lengths(b"100", b"100"))
+    with Fetcher(_config(server)) as fetcher:
+        data, elapsed = _fetch_ok(server, fetcher)
+    assert data == b"q" * 100
+    assert elapsed < 0.5
+
+
+def honest_keep_alive(newline: bytes) -> Factory:
+    """Answers every request on a connection with the same correctly framed image."""
+
+    def factory(server_ref: list[RawServer]) -> Behaviour:
+        body = b"i" * DECLARED
+        head = newline.join(
+            [b"HTTP/1.1 200 OK", b"Content-Type: image/png", b"Content-Length: %d" % len(body)]
+        )
+        response = head + newline + newline + body
+
+        def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+            server_ref[0].send(conn, response)
+            while not stop.is_set() and _read_head(conn):
+                server_ref[0].send(conn, response)
+
+        return behaviour
+
+    return factory
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
+def test_exactly_framed_responses_keep_their_connection(
+    raw_server: Callable[..., RawServer], newline: bytes
+) -> None:
+    """The leftover check must not cost keep-alive for honest Content-Length responses
+    (h11 also accepts bare-LF heads, so the check must find the same head end)."""
+    server = raw_server(honest_keep_alive(newline))
+    with Fetcher(_config(server)) as fetcher:
+        for _ in range(3):
+            assert _fetch_ok(server, fetcher)[0] == b"i" * DECLARED
+    assert server.connections == 1
+
+
+def chunked_keep_alive(server_ref: list[RawServer]) -> Behaviour:
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nimag\r\n1\r\ne\r\n0\r\n\r\n"
+    )
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(conn, response)
+        while not stop.is_set() and _read_head(conn):
+            server_ref[0].send(conn, response)
+
+    return behaviour
+
+
+def test_chunked_responses_are_read_but_their_connection_is_not_reused(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Documents the trade-off: chunk framing is not counted, so after a chunked body the
+    leftover check cannot prove the buffer empty and the connection is replaced."""
+    server = raw_server(chunked_keep_alive)
+    with Fetcher(_config(server)) as fetcher:
+        for _ in range(2):
+            assert _fetch_ok(server, fetcher)[0] == b"image"
+    assert server.connections == 2

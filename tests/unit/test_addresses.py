@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pixelbatch.errors import FetchError
-from pixelbatch.fetch import AddressPolicy, is_blocked_address
+from pixelbatch.fetch import BLOCKED_IPV4, BLOCKED_IPV6, AddressPolicy, is_blocked_address
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # An independent copy of the spec's IPv4 table: the oracle for the property test.
 SPEC_BLOCKED_V4 = [
@@ -19,6 +22,7 @@ SPEC_BLOCKED_V4 = [
         "10.0.0.0/8",
         "100.64.0.0/10",
         "127.0.0.0/8",
+        "168.63.129.16/32",
         "169.254.0.0/16",
         "172.16.0.0/12",
         "192.0.0.0/24",
@@ -34,6 +38,27 @@ SPEC_BLOCKED_V4 = [
     )
 ]
 
+# The same for IPv6. Beyond these, the spec blocks everything outside 2000::/3, and judges
+# ::ffff:0:0/96 (mapped), 64:ff9b::/96 (NAT64) and 2002::/16 (6to4) by the IPv4 address they
+# embed; spec_v6_blocked() below spells that out with plain integer arithmetic.
+SPEC_BLOCKED_V6 = [
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/128",
+        "::1/128",
+        "::/96",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "3fff::/20",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+]
+
 BLOCKED = [
     ("0.0.0.0", "unspecified"),
     ("0.1.2.3", "unspecified"),
@@ -43,6 +68,7 @@ BLOCKED = [
     ("100.127.255.254", "CGNAT"),
     ("127.0.0.1", "loopback"),
     ("127.255.0.9", "loopback"),
+    ("168.63.129.16", "Azure metadata"),
     ("169.254.169.254", "metadata"),
     ("169.254.0.1", "link-local"),
     ("172.16.0.1", "private"),
@@ -63,6 +89,9 @@ BLOCKED = [
     ("::1", "loopback"),
     ("::ffff:127.0.0.1", "IPv4-mapped loopback"),
     ("::ffff:169.254.169.254", "IPv4-mapped link-local/metadata"),
+    ("::ffff:168.63.129.16", "IPv4-mapped metadata"),
+    ("64:ff9b::a83f:8110", "NAT64 metadata"),
+    ("2002:a83f:8110::1", "6to4 metadata"),
     ("::ffff:10.1.2.3", "IPv4-mapped private"),
     ("::127.0.0.1", "IPv4-compatible"),
     ("64:ff9b::a00:1", "NAT64 private"),
@@ -73,6 +102,8 @@ BLOCKED = [
     ("100::1", "discard"),
     ("2001::1", "IETF"),
     ("2001:db8::1", "documentation"),
+    ("3fff::1", "documentation"),
+    ("3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", "documentation"),
     ("fc00::1", "unique local"),
     ("fd12:3456::1", "unique local"),
     ("fd00:ec2::254", "metadata"),
@@ -90,6 +121,8 @@ PUBLIC = [
     "93.184.216.34",
     "100.63.255.255",
     "100.128.0.0",
+    "168.63.129.15",  # the Azure WireServer's neighbours are ordinary public addresses
+    "168.63.129.17",
     "172.15.255.255",
     "172.32.0.0",
     "192.0.1.1",
@@ -120,13 +153,95 @@ def test_ipv6_scope_id_is_ignored() -> None:
     assert is_blocked_address(ipaddress.IPv6Address("fe80::1%eth0")) == "link-local"
 
 
-ipv4s = st.integers(min_value=0, max_value=2**32 - 1).map(ipaddress.IPv4Address)
+def _near(networks: Sequence[Network], bits: int) -> st.SearchStrategy[int]:
+    """Integers inside, and just either side of, the given networks.
+
+    Uniform draws almost never land in a small range (a /20 is 2**-20 of IPv6, a /32 is
+    2**-32 of IPv4), so a missing or mistyped table entry would go unnoticed; edges are
+    where off-by-one prefix lengths show.
+    """
+    top = (1 << bits) - 1
+
+    def pick(network: Network, where: str, delta: int) -> int:
+        first, last = int(network.network_address), int(network.broadcast_address)
+        if where == "inside":
+            value = first + delta % network.num_addresses
+        elif where == "below":
+            value = first - 1 - delta % 256
+        else:
+            value = last + 1 + delta % 256
+        return min(max(value, 0), top)
+
+    return st.builds(
+        pick,
+        st.sampled_from(networks),
+        st.sampled_from(["inside", "below", "above"]),
+        st.integers(min_value=0, max_value=top),
+    )
+
+
+# The table under test also steers generation (never the verdict), so an entry the code
+# has but the spec lacks is probed as well.
+_V4_STEERING = [*SPEC_BLOCKED_V4, *(network for network, _ in BLOCKED_IPV4)]
+_ANY_V4 = st.integers(min_value=0, max_value=2**32 - 1)
+ipv4s = st.one_of(_ANY_V4, _near(_V4_STEERING, 32)).map(ipaddress.IPv4Address)
 
 
 @given(ipv4s)
+@settings(max_examples=500)
 def test_ipv4_blocked_iff_in_table(address: ipaddress.IPv4Address) -> None:
     in_table = any(address in network for network in SPEC_BLOCKED_V4)
     assert (is_blocked_address(address) is not None) == in_table
+
+
+def spec_v4_blocked(value: int) -> bool:
+    return any(ipaddress.IPv4Address(value) in network for network in SPEC_BLOCKED_V4)
+
+
+def spec_v6_blocked(value: int) -> bool:
+    """The spec's IPv6 rule, independent of the module's own networks and order."""
+    if value >> 32 == 0xFFFF or value >> 32 == 0x64FF9B << 64:  # ::ffff:0:0/96, 64:ff9b::/96
+        return spec_v4_blocked(value & 0xFFFFFFFF)
+    if value >> 112 == 0x2002:  # 6to4: the IPv4 address is bits 16-47
+        return spec_v4_blocked((value >> 80) & 0xFFFFFFFF)
+    address = ipaddress.IPv6Address(value)
+    if any(address in network for network in SPEC_BLOCKED_V6):
+        return True
+    return value >> 125 != 0b001  # only 2000::/3 is global unicast
+
+
+_V6_STEERING = [
+    *SPEC_BLOCKED_V6,
+    *(network for network, _ in BLOCKED_IPV6),
+    ipaddress.IPv6Network("2000::/3"),
+    ipaddress.IPv6Network("::ffff:0:0/96"),
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("2002::/16"),
+]
+_ANY_V6 = st.integers(min_value=0, max_value=2**128 - 1)
+ipv6s = st.one_of(_ANY_V6, _near(_V6_STEERING, 128)).map(ipaddress.IPv6Address)
+
+
+@given(ipv6s)
+@settings(max_examples=1000)
+def test_ipv6_blocked_iff_spec_says_so(address: ipaddress.IPv6Address) -> None:
+    assert (is_blocked_address(address) is not None) == spec_v6_blocked(int(address)), address
+
+
+@given(st.sampled_from(SPEC_BLOCKED_V6), st.integers(min_value=0))
+def test_every_blocked_v6_network_blocks_its_members(
+    network: ipaddress.IPv6Network, offset: int
+) -> None:
+    address = network[offset % network.num_addresses]
+    assert is_blocked_address(address) is not None
+
+
+def test_spec_tables_name_every_network_the_code_blocks() -> None:
+    """Keeps the oracle honest: a range added to the code must be added here too."""
+    assert {network for network, _ in BLOCKED_IPV4} == set(SPEC_BLOCKED_V4)
+    assert {network for network, _ in BLOCKED_IPV6} - set(SPEC_BLOCKED_V6) == {
+        ipaddress.IPv6Network("fd00:ec2::254/128")  # inside fc00::/7, listed for its reason
+    }
 
 
 @given(ipv4s)

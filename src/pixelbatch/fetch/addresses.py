@@ -29,6 +29,10 @@ BLOCKED_IPV4: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
     _v4("10.0.0.0/8", "private"),
     _v4("100.64.0.0/10", "shared address space (CGNAT)"),
     _v4("127.0.0.0/8", "loopback"),
+    # Azure WireServer: a public-looking address every Azure VM reaches without routing
+    # (agent config, health probes, platform DNS); Azure's other metadata endpoint is
+    # 169.254.169.254 and Alibaba's is 100.100.100.200, both covered by ranges here.
+    _v4("168.63.129.16/32", "cloud metadata (Azure WireServer)"),
     _v4("169.254.0.0/16", "link-local/metadata"),
     _v4("172.16.0.0/12", "private"),
     _v4("192.0.0.0/24", "IETF protocol assignments"),
@@ -54,6 +58,8 @@ BLOCKED_IPV6: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
     _v6("100::/64", "discard-only"),
     _v6("2001::/23", "IETF special-purpose"),
     _v6("2001:db8::/32", "documentation"),
+    # Inside 2000::/3, so the global-unicast rule below does not catch it (RFC 9637).
+    _v6("3fff::/20", "documentation"),
     _v6("fc00::/7", "private (unique local)"),
     _v6("fe80::/10", "link-local"),
     _v6("fec0::/10", "site-local (deprecated)"),

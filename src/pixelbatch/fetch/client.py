@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import random
+import re
 import socket
 import ssl
 import threading
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CONNECT_CODES = frozenset({"blocked_address", "blocked_port", "dns_error"})
 _POST_DRAIN_BYTES = 64 * 1024
+_LOCATION = "pixelbatch.location"  # response extension: the Location header, see _take_location
+# h11's end-of-head rule (a blank line, CRLF or bare LF), and how far into a response we
+# look for it; httpcore refuses heads over 100 KiB, so a longer one never completes.
+_HEAD_END = re.compile(rb"\n\r?\n")
+_HEAD_SCAN_BYTES = 128 * 1024
 
 # Absolute monotonic deadline of the download running in this thread. The guarded streams
 # read it on every socket operation, so the total deadline holds even for a server that
@@ -107,16 +113,51 @@ def _bounded(timeout: float | None, exc: type[Exception]) -> float | None:
 
 
 class _DeadlineStream(httpcore.NetworkStream):
-    """Wraps a socket stream so every read/write respects the total deadline."""
+    """Wraps a socket stream so every read/write respects the total deadline.
+
+    It also counts the bytes of each request/response exchange, so that a connection
+    whose peer sent more than one response's worth is dropped instead of reused: see
+    :meth:`finish_response`.
+    """
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
+        self._reusable = True
+        self._exchange_bytes = 0  # read since the request was written
+        self._head = bytearray()  # the start of those bytes, until the response head ends
+        self._head_end: int | None = None
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        data = self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        self._exchange_bytes += len(data)
+        if self._head_end is None and len(self._head) < _HEAD_SCAN_BYTES:
+            resume = max(0, len(self._head) - 2)  # a trickled head is not rescanned each time
+            self._head += data[: _HEAD_SCAN_BYTES - len(self._head)]
+            end = _HEAD_END.search(self._head, resume)
+            if end is not None:
+                self._head_end = end.end()
+                self._head.clear()
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # HTTP/1.1 without pipelining: a write starts a new exchange, nothing is read yet.
+        self._exchange_bytes = 0
+        self._head.clear()
+        self._head_end = None
         self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def finish_response(self, body_bytes: int) -> None:
+        """Forbid reuse unless exactly one response (head + ``body_bytes``) was read.
+
+        h11 reads in 64 KiB gulps; bytes a peer sent past the declared Content-Length can
+        sit in its buffer, where httpcore's "is the idle socket readable?" check cannot
+        see them, and become the response to the next request on this connection
+        (response splitting; RFC 9112 s6.3 forbids a client to process them). The count
+        is exact for Content-Length framing; chunked framing adds bytes we do not
+        separate out, so such connections are simply not reused - safe, one reconnect.
+        """
+        if self._head_end is None or self._exchange_bytes != self._head_end + body_bytes:
+            self._reusable = False
 
     def close(self) -> None:
         self._inner.close()
@@ -135,7 +176,18 @@ class _DeadlineStream(httpcore.NetworkStream):
         return _DeadlineStream(tls)
 
     def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and not self._reusable:
+            # httpcore's pool treats an idle connection with readable data as closed by
+            # the server and discards it: exactly what a tainted connection needs.
+            return True
         return self._inner.get_extra_info(info)
+
+
+def _finish_response(response: httpx.Response, body_bytes: int) -> None:
+    """Tell the connection how many body bytes ``response`` had (see finish_response)."""
+    stream = response.extensions.get("network_stream")
+    if isinstance(stream, _DeadlineStream):
+        stream.finish_response(body_bytes)
 
 
 class GuardedBackend(httpcore.NetworkBackend):
@@ -227,6 +279,20 @@ class _GuardedTransport(httpx.HTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=GuardedBackend(policy),
         )
+
+
+def _take_location(response: httpx.Response) -> None:
+    """Response hook: hide Location from httpx and keep it for ``Fetcher._redirect_target``.
+
+    Even with ``follow_redirects=False`` httpx builds the next request, parsing Location
+    with its own stricter parser: a target it cannot parse (the octal IPv4 ``0177.0.0.1``)
+    became a retryable protocol error, retried against the server that sent it, instead of
+    going through our URL parser and address policy. One parser for every untrusted URL.
+    """
+    location = response.headers.get("location")
+    if location is not None:
+        response.extensions[_LOCATION] = location
+        del response.headers["location"]
 
 
 class _NoCookies(CookiePolicy):
@@ -362,6 +428,7 @@ class Fetcher:
         self._client = httpx.Client(
             transport=_GuardedTransport(self.policy, limits),
             follow_redirects=False,
+            event_hooks={"response": [_take_location]},
             trust_env=False,
             cookies=CookieJar(policy=_NoCookies()),
             headers={
@@ -445,7 +512,9 @@ class Fetcher:
                 for chunk in response.iter_raw():  # a little, so keep-alive can work
                     drained += len(chunk)
                     if drained > _POST_DRAIN_BYTES:
-                        break
+                        break  # unread body: httpcore closes the connection
+                else:
+                    _finish_response(response, drained)
                 return response.status_code
         except FetchError as exc:
             raise self._with_url(exc, target) from None
@@ -516,7 +585,7 @@ class Fetcher:
             )
             with self._client.stream("GET", url, timeout=timeout) as response:
                 status = response.status_code
-                location = response.headers.get("location")
+                location = response.extensions.get(_LOCATION)
                 if status in _REDIRECT_STATUSES and location:
                     return self._redirect_target(url, location)
                 if not 200 <= status < 300:
@@ -555,6 +624,7 @@ class Fetcher:
             chunks.append(out)
             if time.monotonic() > deadline:
                 raise self._timeout_error(url, deadline)
+        _finish_response(response, raw)
         tail = decoder.flush(cfg.max_bytes - total)
         if tail is None:
             raise self._too_large(url)
