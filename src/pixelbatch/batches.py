@@ -5,7 +5,9 @@ Services take a ``Runtime`` and do their own short transactions; none of them kn
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -21,10 +23,13 @@ from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
 from pixelbatch.fetch import parse_http_url
+from pixelbatch.fetch.urls import normalize_http_url
 from pixelbatch.runtime import Runtime
 from pixelbatch.transform import TransformOptions
 
-INSERT_SLICE = 1000
+# Rows per insert_products call: large enough that per-statement costs vanish, small enough
+# that the slice waiting to be written stays a few MB whatever the catalog's size.
+INSERT_SLICE = 5000
 
 
 def input_csv_key(batch_id: uuid.UUID) -> str:
@@ -60,7 +65,11 @@ def submit_batch(
     batch_id = uuid.uuid4()
     try:
         with transaction(runtime.sessions) as session:
-            reader = CatalogReader(source, limits, lambda u: validate_url(runtime, u))
+            reader = CatalogReader(
+                source,
+                limits,
+                functools.partial(normalize_http_url, max_length=runtime.settings.max_url_length),
+            )
             batch = Batch(
                 id=batch_id,
                 status=BatchStatus.PENDING,
@@ -77,23 +86,9 @@ def submit_batch(
             session.flush()
             products = 0
             images = 0
-            pending: list[queries.NewProduct] = []
-            for row in reader:
-                pending.append(
-                    queries.NewProduct(
-                        row_number=row.row,
-                        serial=row.serial,
-                        name=row.name,
-                        extra=list(row.extra),
-                        urls=row.urls,
-                    )
-                )
-                if len(pending) >= INSERT_SLICE:
-                    images += queries.insert_products(session, batch_id, pending)
-                    products += len(pending)
-                    pending = []
-            images += queries.insert_products(session, batch_id, pending)
-            products += len(pending)
+            for pending in _product_slices(reader, INSERT_SLICE):
+                images += queries.insert_products(session, batch_id, pending)
+                products += len(pending)
             batch.products_total = products
             batch.images_total = images
             queries.link_duplicate_urls(session, batch_id)
@@ -105,6 +100,19 @@ def submit_batch(
                 return existing, False
         raise
     return batch, True
+
+
+def _product_slices(reader: CatalogReader, size: int) -> Iterator[list[queries.NewProduct]]:
+    """The catalog's valid rows in slices of ``size``; the reader raises at the end if the
+    file is rejected, so a caller that stops at that exception rolls every slice back."""
+    pending: list[queries.NewProduct] = []
+    for row in reader:
+        pending.append(queries.NewProduct(row.row, row.serial, row.name, list(row.extra), row.urls))
+        if len(pending) >= size:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
 
 
 def _keep_input(runtime: Runtime, source: IO[bytes], batch_id: uuid.UUID) -> None:

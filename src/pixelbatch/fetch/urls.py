@@ -22,6 +22,24 @@ _HEX_LABEL = re.compile(r"^0[xX][0-9A-Fa-f]*$")
 # underscores some real hosts use); anything else (%-escapes, zone ids) cannot resolve.
 _HOST_CHARS = re.compile(r"^[a-z0-9_.\-]+$")
 
+# The shape nearly every URL in a catalog has: lower-case http(s), a plain ASCII host name
+# or dotted IPv4, an optional port, and a path and query made only of characters httpx keeps
+# as they are (RFC 3986 pchar, '%' included: httpx never re-escapes it in a path or query).
+# For these the normalised form is computable without building an httpx.URL.
+_PCHARS = r"A-Za-z0-9\-._~!$&'()*+,;=:@%"
+_COMMON_URL = re.compile(
+    rf"(https?)://([A-Za-z0-9_.\-]+)(?::([1-9][0-9]{{0,4}}))?"
+    rf"(/[{_PCHARS}/]*)?(\?[{_PCHARS}/?]*)?"
+)
+_DOTTED_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Last characters a host can have when its last label is numeric (see _ends_in_number): a
+# name ending in anything else (".com") skips that check.
+_NUMBER_END = frozenset("0123456789abcdefABCDEFxX.")
+
 
 def _invalid(url: str, reason: str) -> InvalidInput:
     shown = url if len(url) <= 200 else url[:200] + "..."
@@ -145,6 +163,48 @@ def parse_http_url(url: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> httpx.U
     if parsed.fragment:
         parsed = parsed.copy_with(fragment=None)
     return parsed
+
+
+def normalize_http_url(url: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> str:
+    """``str(parse_http_url(url))``, without building an ``httpx.URL`` for common URLs.
+
+    A catalog holds hundreds of thousands of URLs and ``parse_http_url`` costs tens of µs
+    each, most of an upload's time. URLs of the common shape are normalised by
+    ``_normalize_common``; everything else, valid or not, goes through ``parse_http_url``,
+    so acceptance, normalisation and error messages stay exactly its own
+    (tests/unit/test_urls.py checks that the two agree).
+    """
+    common = _normalize_common(url, max_length) if isinstance(url, str) else None
+    return common if common is not None else str(parse_http_url(url, max_length=max_length))
+
+
+def _normalize_common(url: str, max_length: int) -> str | None:
+    """The normalised form of a URL of the ``_COMMON_URL`` shape, else None.
+
+    Such a URL passes every check of ``parse_http_url`` (ASCII only, no space, control
+    character, backslash, user info or IDNA), and of httpx's normalisation only two rules
+    can change it: the host is lower-cased and a default port is dropped. Shapes that need
+    more (dot segments, other IPv4 spellings, an out-of-range port) return None.
+    """
+    text = url.strip()
+    if len(text) > max_length:
+        return None
+    match = _COMMON_URL.fullmatch(text)
+    if match is None:
+        return None
+    scheme, host, port, path, query = match.groups()
+    if path is not None and "/." in path:
+        return None  # "." and ".." segments: httpx removes them
+    if host[-1] in _NUMBER_END and _DOTTED_IPV4.fullmatch(host) is None and _ends_in_number(host):
+        return None  # decimal/octal/hex IPv4 spellings are rewritten, or are invalid
+    netloc = host.lower()
+    if port is not None:
+        number = int(port)
+        if number > 65535:
+            return None
+        if number != _DEFAULT_PORTS[scheme]:
+            netloc += ":" + port
+    return f"{scheme}://{netloc}{path or ''}{query or ''}"
 
 
 def effective_port(url: httpx.URL) -> int:
