@@ -28,10 +28,13 @@ def test_inline_runner_transforms_for_real() -> None:
     assert (result.width, result.height, result.content_type) == (64, 48, "image/jpeg")
 
 
-def test_inline_runner_runs_one_transform_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inline_runner_runs_one_transform_at_a_time_on_one_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     real = transform_pool.transform
     active = 0
     most = 0
+    threads: set[int] = set()
     guard = threading.Lock()
 
     def counting(data: bytes, options: TransformOptions, *, max_pixels: int) -> TransformResult:
@@ -39,6 +42,7 @@ def test_inline_runner_runs_one_transform_at_a_time(monkeypatch: pytest.MonkeyPa
         with guard:
             active += 1
             most = max(most, active)
+            threads.add(threading.get_ident())
         try:
             time.sleep(0.02)  # long enough for the other threads to arrive
             return real(data, options, max_pixels=max_pixels)
@@ -53,6 +57,8 @@ def test_inline_runner_runs_one_transform_at_a_time(monkeypatch: pytest.MonkeyPa
         results = list(pool.map(lambda _: runner(data, TransformOptions()), range(16)))
     assert len(results) == 16
     assert most == 1
+    # Always the same thread: one malloc arena, so freed image memory is reused.
+    assert len(threads) == 1 and threading.get_ident() not in threads
 
 
 def _slow_jpeg() -> bytes:

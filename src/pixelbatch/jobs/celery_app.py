@@ -30,6 +30,7 @@ from pixelbatch.db import queries
 from pixelbatch.db.engine import transaction
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
+from pixelbatch.jobs.memory import tune_malloc
 from pixelbatch.jobs.routine import process_chunk
 from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
 from pixelbatch.runtime import Runtime
@@ -88,6 +89,7 @@ def _worker_state() -> _WorkerState:
     global _state
     with _state_lock:
         if _state is None or _state.pid != os.getpid():
+            tune_malloc()
             runtime = Runtime(Settings())
             owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
             _state = _WorkerState(
