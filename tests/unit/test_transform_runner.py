@@ -104,3 +104,15 @@ def test_a_child_that_died_while_idle_costs_no_image() -> None:
         assert pool(small, TransformOptions()).width == 64
     finally:
         pool.shutdown()
+
+
+def test_pool_children_run_below_the_api_priority() -> None:
+    pool = transform_pool.TransformPool(1, 50_000_000)
+    try:
+        pool(_jpeg(), TransformOptions())
+        (child,) = _children(pool)
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        expected = min(19, mine + transform_pool.TRANSFORM_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, child) == expected
+    finally:
+        pool.shutdown()

@@ -8,6 +8,7 @@ hands transforms to a process pool; a Celery worker, already one process per cor
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -40,8 +41,19 @@ def inline_runner(max_pixels: int) -> TransformRunner:
     return run
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Pool children must not outlive a parent killed with SIGKILL: poll for re-parenting."""
+TRANSFORM_NICENESS = 10
+
+
+def _init_child(parent_pid: int) -> None:
+    """Yield the CPU to the API and watch the parent.
+
+    The children keep every core busy while a batch runs; at a lower priority the API
+    process (status polls, uploads, downloads that feed the pool) is scheduled the moment
+    it wakes instead of waiting out a time slice. Pool children must also not outlive a
+    parent killed with SIGKILL: poll for re-parenting.
+    """
+    with contextlib.suppress(OSError):  # not permitted: run at the parent's priority
+        os.nice(TRANSFORM_NICENESS)
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -68,7 +80,7 @@ class TransformPool:
         return ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=context,
-            initializer=_exit_with_parent,
+            initializer=_init_child,
             initargs=(os.getpid(),),
         )
 
