@@ -284,20 +284,22 @@ def _apply_icc(im: Image.Image, icc: bytes) -> Image.Image | None:
     try:
         source = ImageCms.ImageCmsProfile(BytesIO(icc))
         out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+        # Same mode in and out (RGB photos, the common case): convert in place, so a 24 MP
+        # photo does not need a second 72 MB buffer.
+        in_place = im.mode == out_mode
         result = ImageCms.profileToProfile(
             im,
             source,
             _SRGB_PROFILE,
             renderingIntent=ImageCms.Intent.PERCEPTUAL,
             outputMode=out_mode,
+            inPlace=in_place,
         )
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         # A broken or mismatched profile (e.g. a grey profile on RGB data) is common in
         # the wild; the pixels are still usable, so treat them as sRGB already.
         return None
-    if result is None:  # pragma: no cover - only when inPlace=True
-        return None
-    return result
+    return im if in_place else result
 
 
 def _high_depth_to_l(im: Image.Image) -> Image.Image:
