@@ -11,14 +11,21 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
 
+from pixelbatch.db.engine import make_engine, make_session_factory
+from pixelbatch.db.migrate import upgrade
 from pixelbatch.demo.catalog import product_photo
 
 
@@ -178,3 +185,39 @@ def wait_final(client: httpx.Client, request_id: str, timeout: float = 60) -> di
             return body
         time.sleep(0.2)
     raise AssertionError(f"batch {request_id} did not finish: {json.dumps(body)}")
+
+
+# --------------------------------------------------------------------------- databases
+
+PG_ADMIN = os.environ.get("PIXELBATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL (``PIXELBATCH_TEST_PG``), as a SQLAlchemy URL;
+    dropped afterwards, whoever is still connected. No server is a failure, not a skip: CI
+    starts one, and a skipped database test would hide a broken code path."""
+    name = f"pixelbatch_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@contextmanager
+def migrated_sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    """A session factory on ``url`` after running every migration, disposed afterwards."""
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()

@@ -14,18 +14,16 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.db import queries
-from pixelbatch.db.engine import make_engine, make_session_factory, transaction
-from pixelbatch.db.migrate import upgrade
+from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus
 from pixelbatch.transform import TransformOptions
+from tests import support
 
 
 @pytest.fixture
 def sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(pg_url)
-    upgrade(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
+    with support.migrated_sessions(pg_url) as factory:
+        yield factory
 
 
 def _batch(sessions: sessionmaker[Session], images: int) -> uuid.UUID:

@@ -1,18 +1,16 @@
 """insert_products and submit_batch on both databases: what the fast paths (executemany on
 SQLite, COPY on PostgreSQL) store must be exactly what the ORM would have stored, in CSV
-order, inside the caller's transaction. PostgreSQL cases run when a server is reachable
-(PIXELBATCH_TEST_PG, as tests/distributed use) and are skipped otherwise."""
+order, inside the caller's transaction. PostgreSQL cases use the test server
+(PIXELBATCH_TEST_PG, as tests/distributed do)."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,14 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from pixelbatch import batches
 from pixelbatch.catalog import CsvRejected
 from pixelbatch.db import queries
-from pixelbatch.db.engine import make_engine, make_session_factory, transaction
-from pixelbatch.db.migrate import upgrade
+from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, Image, ImageStatus, Product
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.transform import TransformOptions
-
-PG_ADMIN = os.environ.get("PIXELBATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests import support
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -37,26 +33,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
         return
-    name = f"pixelbatch_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {PG_ADMIN}: {exc}")
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with support.postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
+    with support.migrated_sessions(database_url) as factory:
+        yield factory
 
 
 def _new_batch(session: Session) -> uuid.UUID:

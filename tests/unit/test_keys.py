@@ -21,17 +21,15 @@ from pixelbatch.auth.keys import (
     revoke_key,
     touch_key,
 )
-from pixelbatch.db.engine import make_engine, make_session_factory, reading, transaction
-from pixelbatch.db.migrate import upgrade
+from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import ApiKey, utcnow
+from tests import support
 
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-    upgrade(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
+    with support.migrated_sessions(f"sqlite:///{tmp_path / 'db.sqlite3'}") as factory:
+        yield factory
 
 
 def test_last_used_is_stale_until_touched_and_again_after_a_minute(

@@ -10,18 +10,16 @@ import pytest
 from sqlalchemy import select
 
 from pixelbatch.db import queries
-from pixelbatch.db.engine import make_engine, make_session_factory, transaction
-from pixelbatch.db.migrate import upgrade
+from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus
 from pixelbatch.transform import TransformOptions
+from tests import support
 
 
 @pytest.fixture
 def sessions(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-    upgrade(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
+    with support.migrated_sessions(f"sqlite:///{tmp_path / 'db.sqlite3'}") as factory:
+        yield factory
 
 
 def _batch(sessions, products: int, urls_per_product: int = 1) -> uuid.UUID:
