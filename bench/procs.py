@@ -233,23 +233,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Api:
-    """``pixelbatch serve`` (embedded: with its workers; distributed: API only)."""
+class _Managed:
+    """A ``pixelbatch`` command in its own session, so that stopping it stops its children
+    (Celery's pool, the transform processes) too; output goes to ``log_path``."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{name}.log"
-        self.env = {**env, "PIXELBATCH_PORT": str(self.port), "PIXELBATCH_HOST": "127.0.0.1"}
-        log = self.log_path.open("ab")
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [python(), "-m", "pixelbatch", "serve"],
-            env=self.env,
+            [python(), "-m", "pixelbatch", *args],
+            env=env,
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            except ProcessLookupError:
+                pass
+
+
+class Api(_Managed):
+    """``pixelbatch serve`` (embedded: with its workers; distributed: API only)."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {**env, "PIXELBATCH_PORT": str(self.port), "PIXELBATCH_HOST": "127.0.0.1"}
+        super().__init__(["serve"], self.env, log_dir / f"{name}.log")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -263,46 +286,14 @@ class Api:
         self.stop()
         raise RuntimeError(f"{name} not ready: {self.log_path.read_text()[-3000:]}")
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-            except ProcessLookupError:
-                pass
-
-
-class Worker:
+class Worker(_Managed):
     """``pixelbatch worker --concurrency 1`` in its own session (killpg stops its child)."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
-        self.log_path = log_dir / f"worker-{name}.log"
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                python(),
-                "-m",
-                "pixelbatch",
-                "worker",
-                "--concurrency",
-                "1",
-                "--hostname",
-                f"{name}@%h",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        args = ["worker", "--concurrency", "1", "--hostname", f"{name}@%h"]
+        super().__init__(args, env, log_dir / f"worker-{name}.log")
         start = self.log_path.stat().st_size
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -315,18 +306,3 @@ class Worker:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"worker {name} not ready: {self.log_path.read_text()[-3000:]}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-            except ProcessLookupError:
-                pass
