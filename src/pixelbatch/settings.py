@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     max_pixels: int = 50_000_000
     default_relative_quality: float = 0.5
     transform_workers: int = 0  # 0 = one per core
+    # Wall-clock limit of one image's decode + encode in the embedded pool.
+    transform_timeout: float = 60.0
 
     # Work distribution.
     chunk_size: int = 16

@@ -70,11 +70,11 @@ def _slow_jpeg() -> bytes:
 
 
 def _children(pool: transform_pool.TransformPool) -> list[int]:
-    return list(pool._executor._processes or {})  # test-only peek at the live children
+    return pool.child_pids()
 
 
 def test_pool_survives_a_child_killed_mid_image_and_fails_only_that_image() -> None:
-    pool = transform_pool.TransformPool(1, 50_000_000)
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
     try:
         small = _jpeg()
         assert pool(small, TransformOptions()).width == 64  # spawns the child
@@ -94,7 +94,7 @@ def test_pool_survives_a_child_killed_mid_image_and_fails_only_that_image() -> N
 
 
 def test_a_child_that_died_while_idle_costs_no_image() -> None:
-    pool = transform_pool.TransformPool(1, 50_000_000)
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
     try:
         small = _jpeg()
         pool(small, TransformOptions())
@@ -107,12 +107,30 @@ def test_a_child_that_died_while_idle_costs_no_image() -> None:
 
 
 def test_pool_children_run_below_the_api_priority() -> None:
-    pool = transform_pool.TransformPool(1, 50_000_000)
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
     try:
         pool(_jpeg(), TransformOptions())
         (child,) = _children(pool)
         mine = os.getpriority(os.PRIO_PROCESS, 0)
         expected = min(19, mine + transform_pool.TRANSFORM_NICENESS)
         assert os.getpriority(os.PRIO_PROCESS, child) == expected
+    finally:
+        pool.shutdown()
+
+
+def test_an_image_over_the_time_limit_fails_alone_and_the_pool_goes_on() -> None:
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=0.3)
+    try:
+        small = _jpeg()
+        assert pool(small, TransformOptions()).width == 64  # spawns the child
+        (child,) = _children(pool)
+        started = time.monotonic()
+        with pytest.raises(ImageError) as failed:
+            pool(_slow_jpeg(), TransformOptions())
+        assert failed.value.code == "transform_timeout"
+        assert time.monotonic() - started < 5  # stopped, not waited for
+        # The child that ran it was replaced; the next image gets a fresh one.
+        assert pool(small, TransformOptions()).width == 64
+        assert child not in _children(pool)
     finally:
         pool.shutdown()

@@ -37,7 +37,9 @@ class EmbeddedWorker:
         self._downloads = ThreadPoolExecutor(
             max_workers=settings.fetch_concurrency, thread_name_prefix="pixelbatch-image"
         )
-        self._transforms = TransformPool(settings.resolved_transform_workers, settings.max_pixels)
+        self._transforms = TransformPool(
+            settings.resolved_transform_workers, settings.max_pixels, settings.transform_timeout
+        )
         self._leases = LeaseKeeper(runtime, self.owner)
         self._wake = threading.Event()
         self._stop = threading.Event()

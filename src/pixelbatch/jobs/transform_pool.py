@@ -1,9 +1,15 @@
-"""Run transforms where the GIL does not bind.
+"""Run transforms where the GIL does not bind, each with a time limit.
 
 Decoding and encoding hold the GIL for much of their time, so two threads of one process
 reach ~28 images/s on two cores where two processes reach 43-49. The embedded mode therefore
 hands transforms to a process pool; a Celery worker, already one process per core, calls
-``transform`` directly.
+``transform`` directly (its chunk's time limit bounds a hanging decode there).
+
+The pool is pebble's: unlike ``ProcessPoolExecutor`` it can stop one task that overran its
+time limit by replacing only the child that ran it, and a child that dies (the OOM killer)
+fails only the image it held, so neither a hanging nor a crashing decode stalls a batch.
+pebble marks its whole pool broken when a child dies while no task runs; that costs no
+image here: the pool is replaced and the images that never reached a child are resubmitted.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+
+from pebble import ProcessExpired, ProcessPool
+from pebble.pool.process import WORKERS_NAME
 
 from pixelbatch.errors import ImageError
 from pixelbatch.transform import TransformOptions, TransformResult, transform
@@ -64,51 +74,72 @@ def _init_child(parent_pid: int) -> None:
 
 
 class TransformPool:
-    """A process pool that replaces itself if a child dies (say, killed by the OOM killer),
-    failing only the image that was in flight."""
+    """Transforms in child processes; ``timeout`` seconds at most per image."""
 
-    def __init__(self, workers: int, max_pixels: int) -> None:
+    def __init__(self, workers: int, max_pixels: int, timeout: float) -> None:
         self.workers = workers
         self.max_pixels = max_pixels
+        self.timeout = timeout
         self._lock = threading.Lock()
-        self._executor = self._new_executor()
+        self._pool = self._new_pool()
 
-    def _new_executor(self) -> ProcessPoolExecutor:
+    def _new_pool(self) -> ProcessPool:
         # spawn: forking a process that already runs threads can deadlock the child, and
-        # spawned children are our own, so they can watch for our death (see below).
-        context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(
+        # spawned children are our own, so they can watch for our death (see above).
+        return ProcessPool(
             max_workers=self.workers,
-            mp_context=context,
             initializer=_init_child,
             initargs=(os.getpid(),),
+            context=multiprocessing.get_context("spawn"),
         )
 
     def __call__(self, data: bytes, options: TransformOptions) -> TransformResult:
         for _ in range(3):
-            executor = self._executor
+            pool = self._pool
             try:
-                future = executor.submit(transform, data, options, max_pixels=self.max_pixels)
-            except BrokenProcessPool:
-                # The pool broke before this image reached it: not this image's doing.
-                self._replace(executor)
+                future = pool.schedule(
+                    transform,
+                    (data, options),
+                    {"max_pixels": self.max_pixels},
+                    timeout=self.timeout,
+                )
+            except RuntimeError:  # pebble's word for a broken or closed pool
+                self._replace(pool)
                 continue
             try:
-                return future.result()
-            except BrokenProcessPool:
-                self._replace(executor)
+                result: TransformResult = future.result()
+            except FutureTimeout:
+                raise ImageError(
+                    f"decoding and encoding this image took longer than {self.timeout:g} s",
+                    code="transform_timeout",
+                ) from None
+            except ProcessExpired:
                 raise ImageError(
                     "the image worker process died while decoding this image",
                     code="worker_crashed",
                 ) from None
+            except BrokenProcessPool:
+                # The pool broke before this image reached a child: not this image's doing.
+                self._replace(pool)
+                continue
+            return result
         raise ImageError("the image worker processes keep dying", code="worker_crashed")
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
+    def _replace(self, broken: ProcessPool) -> None:
         """Swap in a new pool once, however many threads saw the old one break."""
         with self._lock:
-            if self._executor is broken:
-                self._executor = self._new_executor()
-        broken.shutdown(wait=False, cancel_futures=True)
+            if self._pool is broken:
+                self._pool = self._new_pool()
+        broken.stop()  # type: ignore[no-untyped-call]
+
+    def child_pids(self) -> list[int]:
+        """The live children (for tests and diagnostics)."""
+        return [
+            p.pid
+            for p in multiprocessing.active_children()
+            if p.name == WORKERS_NAME and p.pid is not None
+        ]
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()  # type: ignore[no-untyped-call]
+        self._pool.join()
