@@ -60,6 +60,13 @@ class Runtime:
     def migrate(self) -> None:
         migrate.upgrade(self.engine)
 
+    def prepare_database(self) -> None:
+        """The embedded database upgrades itself; a shared one must already be current."""
+        if self.settings.is_embedded:
+            migrate.upgrade(self.engine)
+        else:
+            migrate.require_current(self.engine)
+
     def close(self) -> None:
         if "fetcher" in self.__dict__:
             self.fetcher.close()

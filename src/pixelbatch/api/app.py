@@ -13,8 +13,6 @@ from pixelbatch.api.errors import UnexpectedErrors, install_error_handlers
 from pixelbatch.api.metrics import Metrics, RequestTimer
 from pixelbatch.api.middleware import BodySizeLimit, SecurityHeaders
 from pixelbatch.api.routes import router
-from pixelbatch.db import migrate
-from pixelbatch.errors import PixelbatchError
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 
@@ -24,28 +22,13 @@ DESCRIPTION = """Upload a CSV of product image URLs; pixelbatch downloads, compr
 every image, writes an output CSV mapping inputs to outputs, and calls your webhook."""
 
 
-class NotMigrated(PixelbatchError):
-    code = "not_migrated"
-    status_code = 503
-
-
-def prepare_database(runtime: Runtime) -> None:
-    """The embedded database upgrades itself; a shared one is migrated by an operator."""
-    if runtime.settings.is_embedded:
-        runtime.migrate()
-    elif not migrate.is_up_to_date(runtime.engine):
-        raise NotMigrated(
-            "the database schema is not at the current revision; run `pixelbatch db upgrade`"
-        )
-
-
 def create_app(settings: Settings | None = None, *, start_worker: bool = True) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings)
-        prepare_database(runtime)
+        runtime.prepare_database()
         app.state.runtime = runtime
         app.state.metrics = Metrics(runtime)
         worker = None

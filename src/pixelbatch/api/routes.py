@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import ValidationError
 from sqlalchemy import text
 
-from pixelbatch import batches
+from pixelbatch import access, batches, intake
 from pixelbatch.api import schemas
 from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
-from pixelbatch.auth.keys import Principal
 from pixelbatch.db import migrate
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
-from pixelbatch.errors import InvalidInput, NotFound
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import output_csv_url
 from pixelbatch.runtime import Runtime
-from pixelbatch.transform import OutputFormat, TransformOptions
+from pixelbatch.transform import OutputFormat
 
 router = APIRouter()
 
@@ -103,21 +101,18 @@ def upload(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     runtime = _runtime(request)
-    if runtime.settings.auth_enabled:
-        runtime.rate_limiter.hit(str(who.key_id))
-    try:
-        options = TransformOptions(
-            quality=quality,
-            relative_quality=relative_quality or runtime.settings.default_relative_quality,
-            output_format=output_format,
-            max_width=max_width,
-            max_height=max_height,
-            keep_metadata=keep_metadata,
-        )
-    except ValidationError as exc:
-        raise InvalidInput(f"invalid processing options: {exc.errors()[0]['msg']}") from None
-    batch, created = batches.submit_batch(
+    options = intake.processing_options(
+        runtime.settings,
+        quality=quality,
+        relative_quality=relative_quality,
+        output_format=output_format,
+        max_width=max_width,
+        max_height=max_height,
+        keep_metadata=keep_metadata,
+    )
+    batch, created = intake.upload(
         runtime,
+        _dispatcher(request),
         file.file,
         filename=file.filename or "upload.csv",
         options=options,
@@ -125,8 +120,6 @@ def upload(
         idempotency_key=idempotency_key,
         principal=who,
     )
-    if created:
-        _dispatcher(request).new_work(batch.images_total)
     body = schemas.UploadResponse(
         request_id=batch.id, status=batch.status, status_url=_status_url(runtime, batch.id)
     )
@@ -254,9 +247,8 @@ def list_images(
     summary="Download the output CSV of a finished batch",
 )
 def download_output(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> Response:
-    runtime = _runtime(request)
-    key = batches.output_csv_key_for(runtime, request_id, tenant=who.tenant)
-    return _file_response(runtime, key, download_name=f"{request_id}-output.csv")
+    path = access.output_csv(_runtime(request), request_id, tenant=who.tenant)
+    return _file_response(path, download_name=f"{request_id}-output.csv")
 
 
 @router.post(
@@ -277,9 +269,9 @@ def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> sc
     summary="Queue the failed images of a finished batch again",
 )
 def retry(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> schemas.RetryResponse:
-    runtime = _runtime(request)
-    batch, count = batches.retry_failed(runtime, request_id, tenant=who.tenant)
-    _dispatcher(request).new_work(count)
+    batch, count = intake.retry_failed(
+        _runtime(request), _dispatcher(request), request_id, tenant=who.tenant
+    )
     return schemas.RetryResponse(request_id=batch.id, status=batch.status, requeued=count)
 
 
@@ -295,34 +287,10 @@ def files(
     expires: str | None = None,
     sig: str | None = None,
 ) -> Response:
-    runtime = _runtime(request)
-    if not _may_read(runtime, key, who, expires, sig):
-        raise NotFound("file not found")
-    return _file_response(runtime, key)
+    return _file_response(access.readable_file(_runtime(request), key, who, expires, sig))
 
 
-def _may_read(
-    runtime: Runtime, key: str, who: Principal | None, expires: str | None, sig: str | None
-) -> bool:
-    """Unauthorised, foreign and missing files all answer the same 404."""
-    if not runtime.settings.auth_enabled:
-        return True
-    signer = runtime.url_signer
-    if signer is not None and signer.valid(key, expires, sig):
-        return True
-    if who is None:
-        return False
-    try:
-        batch_id = uuid.UUID(key.split("/", 1)[0])
-    except ValueError:
-        return False
-    return batches.owns_batch(runtime, batch_id, tenant=who.tenant)
-
-
-def _file_response(runtime: Runtime, key: str, download_name: str | None = None) -> Response:
-    path = runtime.storage.local_path(key)
-    if path is None:
-        raise NotFound("file not found")
+def _file_response(path: Path, download_name: str | None = None) -> Response:
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(
         path,

@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from pixelbatch.errors import PixelbatchError
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -38,3 +40,19 @@ def head_revision() -> str | None:
 
 def is_up_to_date(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
+
+
+class NotMigrated(PixelbatchError):
+    code = "not_migrated"
+    status_code = 503
+
+
+def require_current(engine: Engine) -> None:
+    """A shared database is migrated by an operator (``pixelbatch db upgrade``), never
+    implicitly by one of many replicas starting at once."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise NotMigrated(
+            f"the database is at revision {current or 'none'}, the code needs {head}; "
+            "run `pixelbatch db upgrade` first"
+        )

@@ -40,6 +40,9 @@ from pixelbatch.webhooks.delivery import deliver_due
 log = logging.getLogger(__name__)
 
 QUEUE = "pixelbatch"
+# Webhook deliveries wait on other people's servers: on a queue of their own, consumed by a
+# thread pool apart from the image processes, a slow receiver never holds an image worker.
+WEBHOOK_QUEUE = "pixelbatch-webhooks"
 WORK_TASK = "pixelbatch.work"
 DELIVER_TASK = "pixelbatch.deliver_webhooks"
 
@@ -49,6 +52,7 @@ def make_celery(settings: Settings) -> Celery:
     hard_limit = settings.chunk_time_limit
     celery.conf.update(
         task_default_queue=QUEUE,
+        task_routes={DELIVER_TASK: {"queue": WEBHOOK_QUEUE}},
         task_ignore_result=True,
         result_backend=None,
         task_acks_late=True,
@@ -68,7 +72,11 @@ def make_celery(settings: Settings) -> Celery:
     return celery
 
 
-app = make_celery(Settings())
+# Read once per process tree; prefork children inherit it.
+SETTINGS = Settings()
+app = make_celery(SETTINGS)
+# Only a worker that consumes image work sweeps; set by ``pixelbatch worker``.
+sweeping = True
 
 
 @dataclass
@@ -90,7 +98,7 @@ def _worker_state() -> _WorkerState:
     with _state_lock:
         if _state is None or _state.pid != os.getpid():
             tune_malloc()
-            runtime = Runtime(Settings())
+            runtime = Runtime(SETTINGS)
             owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
             _state = _WorkerState(
                 os.getpid(),
@@ -107,6 +115,10 @@ def ring(count: int = 1) -> None:
     """Queue ``count`` work messages."""
     for _ in range(count):
         app.send_task(WORK_TASK, queue=QUEUE)
+
+
+def ring_webhooks() -> None:
+    app.send_task(DELIVER_TASK, queue=WEBHOOK_QUEUE)
 
 
 def doorbells_for(images: int, settings: Settings) -> int:
@@ -154,7 +166,7 @@ def work() -> int:
         on_done=state.leases.release,
     )
     if finalized:
-        app.send_task(DELIVER_TASK, queue=QUEUE)
+        ring_webhooks()
     return len(items)
 
 
@@ -224,7 +236,7 @@ class Sweeper:
             log.info("sweeper: finalised batch %s", batch_id)
             due_webhooks += 1
         if due_webhooks:
-            app.send_task(DELIVER_TASK, queue=QUEUE)
+            ring_webhooks()
 
 
 _sweeper: Sweeper | None = None
@@ -233,7 +245,8 @@ _sweeper: Sweeper | None = None
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_sweeper(**_: Any) -> None:
     global _sweeper
-    _sweeper = Sweeper(Runtime(Settings())).start()
+    if sweeping:
+        _sweeper = Sweeper(Runtime(SETTINGS)).start()
 
 
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]

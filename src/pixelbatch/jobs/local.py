@@ -5,25 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from pixelbatch import batches
 from pixelbatch.db.models import Batch
 from pixelbatch.jobs.embedded import EmbeddedWorker
 from pixelbatch.runtime import Runtime
-from pixelbatch.transform import TransformOptions
 
 ProgressCallback = Callable[[Batch], None]
-
-
-def submit_file(
-    runtime: Runtime, csv_path: Path, options: TransformOptions, webhook_url: str | None = None
-) -> Batch:
-    with csv_path.open("rb") as source:
-        batch, _ = batches.submit_batch(
-            runtime, source, filename=csv_path.name, options=options, webhook_url=webhook_url
-        )
-    return batch
 
 
 def run_to_completion(

@@ -13,13 +13,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from pixelbatch.db import queries
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch
 from pixelbatch.errors import PixelbatchError
+from pixelbatch.fetch import Fetcher
 from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.jobs.transform_pool import TransformRunner
 from pixelbatch.runtime import Runtime
+from pixelbatch.storage import Storage
 from pixelbatch.transform import TransformOptions
 
 log = logging.getLogger(__name__)
@@ -40,8 +44,12 @@ def output_key(batch_id: uuid.UUID, row_number: int, position: int, extension: s
     return f"{batch_id}/{row_number:07d}-{position + 1:02d}.{extension}"
 
 
-def produce(runtime: Runtime, item: queries.ClaimedImage, runner: TransformRunner) -> Outcome:
-    """Fetch, transform and store one image. Never raises: every failure becomes an Outcome."""
+def produce(
+    item: queries.ClaimedImage, fetcher: Fetcher, storage: Storage, runner: TransformRunner
+) -> Outcome:
+    """Fetch, transform and store one image. Never raises: every failure becomes an Outcome.
+
+    It touches no database, so it can run wherever the fetcher, storage and runner work."""
     started = time.monotonic()
 
     def elapsed() -> float:
@@ -49,10 +57,10 @@ def produce(runtime: Runtime, item: queries.ClaimedImage, runner: TransformRunne
 
     try:
         options = TransformOptions.model_validate(item.options)
-        fetched = runtime.fetcher.fetch(item.url)
+        fetched = fetcher.fetch(item.url)
         result = runner(fetched.data, options)
         key = output_key(item.batch_id, item.row_number, item.position, result.extension)
-        runtime.storage.put(key, result.data, result.content_type)
+        storage.put(key, result.data, result.content_type)
     except PixelbatchError as exc:
         return Outcome(item.id, item.batch_id, None, exc.code, exc.message, elapsed())
     except Exception:
@@ -80,9 +88,9 @@ def produce(runtime: Runtime, item: queries.ClaimedImage, runner: TransformRunne
     return Outcome(item.id, item.batch_id, success, duration_ms=success.duration_ms)
 
 
-def record(runtime: Runtime, outcome: Outcome, owner: str) -> bool:
+def record(sessions: sessionmaker[Session], outcome: Outcome, owner: str) -> bool:
     """Record the outcome once; returns True when this recording completed its batch."""
-    with transaction(runtime.sessions) as session:
+    with transaction(sessions) as session:
         if outcome.success is not None:
             recorded = queries.record_success(session, outcome.image_id, owner, outcome.success)
         else:
@@ -106,8 +114,8 @@ def handle_image(
 ) -> bool:
     """Process one leased image; returns True if it was its batch's last and this call
     finalised the batch."""
-    outcome = produce(runtime, item, runner)
-    return record(runtime, outcome, owner) and finalize_batch(runtime, item.batch_id)
+    outcome = produce(item, runtime.fetcher, runtime.storage, runner)
+    return record(runtime.sessions, outcome, owner) and finalize_batch(runtime, item.batch_id)
 
 
 def process_chunk(

@@ -1,0 +1,158 @@
+"""``pixelbatch process`` and ``pixelbatch demo``: run one catalog here, without a server."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pixelbatch import batches, intake
+from pixelbatch.cli.common import app, console, exit_on_error, opened_runtime, setup_logging
+from pixelbatch.db.models import Batch, BatchStatus
+from pixelbatch.jobs.local import run_to_completion
+from pixelbatch.runtime import Runtime
+from pixelbatch.settings import Settings
+from pixelbatch.transform import OutputFormat, TransformOptions
+
+
+def _run_batch(
+    runtime: Runtime, csv_path: Path, options: TransformOptions, webhook_url: str | None
+) -> Batch:
+    with csv_path.open("rb") as source:
+        batch, _ = intake.upload(
+            runtime, None, source, filename=csv_path.name, options=options, webhook_url=webhook_url
+        )
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("images", total=batch.images_total, failed=0)
+
+        def update(current: Batch) -> None:
+            progress.update(
+                task,
+                completed=current.images_done + current.images_failed,
+                failed=current.images_failed,
+            )
+
+        return run_to_completion(runtime, batch.id, on_progress=update)
+
+
+def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> None:
+    detail = batches.batch_detail(runtime, batch.id, tenant="")
+    if out is not None and batch.output_key:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        path = runtime.storage.local_path(batch.output_key)
+        if path is not None:
+            shutil.copyfile(path, out)
+    table = Table(title=f"batch {batch.id}", show_header=False)
+    table.add_row("status", batch.status.value)
+    table.add_row("products", str(batch.products_total))
+    table.add_row("images", str(batch.images_total))
+    table.add_row("done", str(batch.images_done))
+    table.add_row("failed", str(batch.images_failed))
+    if batch.bytes_in:
+        saved = 100 * (1 - batch.bytes_out / batch.bytes_in)
+        table.add_row(
+            "bytes in → out", f"{batch.bytes_in:,} → {batch.bytes_out:,} ({saved:.0f}% smaller)"
+        )
+    if out is not None:
+        table.add_row("output CSV", str(out))
+    stored = runtime.settings.outputs_dir / str(batch.id)
+    table.add_row("images stored in", str(stored.resolve()))
+    console.print(table)
+    for error in detail.errors:
+        console.print(f"[red]{error.count} x {error.code}[/]: {error.example}")
+
+
+@app.command()
+def process(
+    csv_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input CSV")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Where to write the output CSV")
+    ] = Path("output.csv"),
+    quality: Annotated[
+        int | None, typer.Option(min=1, max=100, help="Absolute output quality")
+    ] = None,
+    relative_quality: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Fraction of the source's quality [default: PIXELBATCH_DEFAULT_RELATIVE_QUALITY,"
+            " 0.5]",
+        ),
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option(help="Output format")] = OutputFormat.KEEP,
+    max_width: Annotated[int | None, typer.Option(min=1, help="Bounding box width")] = None,
+    max_height: Annotated[int | None, typer.Option(min=1, help="Bounding box height")] = None,
+    keep_metadata: Annotated[bool, typer.Option(help="Keep EXIF metadata")] = False,
+    webhook_url: Annotated[str | None, typer.Option(help="Webhook to call when done")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Process a CSV locally, without a server; exits 1 if any image failed."""
+    setup_logging(verbose)
+    settings = Settings()
+    with exit_on_error(), opened_runtime(settings) as runtime:
+        options = intake.processing_options(
+            settings,
+            quality=quality,
+            relative_quality=relative_quality,
+            output_format=output_format,
+            max_width=max_width,
+            max_height=max_height,
+            keep_metadata=keep_metadata,
+        )
+        batch = _run_batch(runtime, csv_path, options, webhook_url)
+        _summary(runtime, batch, output)
+    if batch.status != BatchStatus.COMPLETED:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path | None, typer.Option(help="Where to keep the demo's data")] = None,
+) -> None:
+    """Process a bundled example catalog served from a local image server, fully offline."""
+    from pixelbatch.demo.catalog import serve_catalog, write_catalog_csv
+    from pixelbatch.demo.server import ImageServer
+
+    setup_logging(False)
+    base = Settings()
+    root = data_dir or base.data_dir / "demo"
+    out = root / "example-output.csv"
+    with ImageServer() as server:
+        rows = serve_catalog(server)
+        # Always the embedded mode, whatever the environment names.
+        settings = base.model_copy(
+            update={
+                "data_dir": root,
+                "fetch_allow": [*base.fetch_allow, server.allow_entry],
+                "database_url": None,
+                "broker_url": None,
+                "storage_url": None,
+            }
+        )
+        root.mkdir(parents=True, exist_ok=True)
+        csv_path = root / "example-catalog.csv"
+        write_catalog_csv(csv_path, rows)
+        console.print(
+            f"example catalog: {csv_path} ({len(rows)} products) served from {server.base_url}"
+        )
+        with exit_on_error(), opened_runtime(settings) as runtime:
+            batch = _run_batch(runtime, csv_path, intake.processing_options(settings), None)
+            _summary(runtime, batch, out)
+    if batch.status != BatchStatus.COMPLETED:
+        raise typer.Exit(1)
+    console.print(
+        f"[green]done[/]: open {out} to see each input URL mapped to its compressed output"
+    )

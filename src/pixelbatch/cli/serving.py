@@ -1,0 +1,182 @@
+"""``pixelbatch serve`` and ``pixelbatch worker``: the long-running processes."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from pixelbatch.cli.common import app, console, err_console, exit_on_error, setup_logging
+from pixelbatch.db import migrate
+from pixelbatch.db.engine import make_engine
+from pixelbatch.settings import Settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Bind port")] = None,
+) -> None:
+    """Run the HTTP API (and, in embedded mode, the workers) until interrupted."""
+    import uvicorn
+
+    from pixelbatch.api.app import create_app
+
+    setup_logging(True)
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if not settings.is_embedded:
+        _check_shared_deployment(settings)
+    mode = "embedded" if settings.is_embedded else "distributed (API only; run workers apart)"
+    if not settings.auth_enabled:
+        err_console.print(
+            "[bold yellow]WARNING: API keys are OFF[/]: anyone who can reach "
+            f"{settings.host}:{settings.port} can upload and read every batch. That is only "
+            "safe on a loopback address; set PIXELBATCH_AUTH=on and create keys with "
+            "`pixelbatch keys create` before exposing the server."
+        )
+    else:
+        console.print("API keys are required (Authorization: Bearer pb_…).")
+    console.print(
+        f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
+        f"(data in {settings.data_dir.resolve()}) — API docs at /docs"
+    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _check_shared_deployment(settings: Settings) -> None:
+    """Refuse to start a replica or worker against an unmigrated or unreachable database, or
+    without the secrets that every process of a deployment must share."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with exit_on_error():
+            migrate.require_current(engine)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        err_console.print(f"[bold red]error[/]: cannot reach the database: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    missing = [
+        name
+        for name, value, needed in (
+            ("PIXELBATCH_WEBHOOK_SECRET", settings.webhook_secret, True),
+            ("PIXELBATCH_SECRET_KEY", settings.secret_key, settings.auth_enabled),
+        )
+        if needed and value is None
+    ]
+    if missing:
+        err_console.print(
+            f"[bold red]error[/]: set {' and '.join(missing)}: every API replica and worker "
+            "must share the same secrets"
+        )
+        raise typer.Exit(2)
+
+
+class WorkerRole(StrEnum):
+    ALL = "all"
+    IMAGES = "images"
+    WEBHOOKS = "webhooks"
+
+
+WEBHOOK_THREADS = 8
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the companion before exec: the kernel stops it when its parent dies."""
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        ctypes.CDLL(name).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _companion_name(hostname: str | None) -> str:
+    node, _, host = (hostname or "celery@%h").partition("@")
+    return f"{node}-webhooks@{host or '%h'}"
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Worker processes (default: one per core)")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+    hostname: Annotated[
+        str | None, typer.Option(help="Celery node name (default celery@<host>)")
+    ] = None,
+    role: Annotated[
+        WorkerRole,
+        typer.Option(
+            help="images: image work only; webhooks: deliveries only, on threads; "
+            "all: images here plus a webhook worker beside it"
+        ),
+    ] = WorkerRole.ALL,
+) -> None:
+    """Run a Celery worker for the distributed mode (needs PIXELBATCH_BROKER_URL)."""
+    settings = Settings()
+    if settings.is_embedded:
+        err_console.print(
+            "[bold red]error[/]: PIXELBATCH_BROKER_URL is not set; the embedded mode needs no "
+            "separate worker (`pixelbatch serve` runs its own)"
+        )
+        raise typer.Exit(2)
+    _check_shared_deployment(settings)
+    setup_logging(True)
+    from pixelbatch.jobs import celery_app
+
+    common = [f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if role == WorkerRole.WEBHOOKS:
+        celery_app.sweeping = False
+        celery_app.app.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={concurrency or WEBHOOK_THREADS}",
+                f"--queues={celery_app.WEBHOOK_QUEUE}",
+                *common,
+                *([f"--hostname={hostname}"] if hostname else []),
+            ]
+        )
+        return
+    companion = None
+    if role == WorkerRole.ALL:
+        companion = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [
+                sys.executable,
+                "-m",
+                "pixelbatch",
+                "worker",
+                "--role=webhooks",
+                f"--loglevel={loglevel}",
+                f"--hostname={_companion_name(hostname)}",
+            ],
+            preexec_fn=_die_with_parent,  # before exec, while this process runs no threads
+        )
+    try:
+        celery_app.app.worker_main(
+            [
+                "worker",
+                f"--concurrency={concurrency or os.cpu_count() or 1}",
+                f"--queues={celery_app.QUEUE}",
+                "--prefetch-multiplier=1",
+                "--optimization=fair",
+                *common,
+                *([f"--hostname={hostname}"] if hostname else []),
+            ]
+        )
+    finally:
+        if companion is not None:
+            companion.terminate()
+            companion.wait(30)
