@@ -43,12 +43,13 @@ class Settings(BaseSettings):
     signed_url_ttl: int = 7 * 24 * 3600
     upload_rate_per_minute: int = 60
 
-    # Input CSV limits.
-    max_upload_bytes: int = 100 * 1024 * 1024
-    max_rows: int = 200_000
-    max_urls_per_row: int = 50
-    max_url_length: int = 2048
-    max_reported_errors: int = 100
+    # Input CSV limits; catalog.CsvLimits is a view of them. Zero would refuse every file
+    # (or, for the error cap, explain none of the refusals).
+    max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0)
+    max_rows: int = Field(200_000, gt=0)
+    max_urls_per_row: int = Field(50, gt=0)
+    max_url_length: int = Field(2048, gt=0)
+    max_reported_errors: int = Field(100, gt=0)
 
     # Fetching untrusted URLs.
     fetch_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)

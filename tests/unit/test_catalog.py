@@ -8,11 +8,13 @@ import pickle
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from pixelbatch.catalog import (
     CatalogReader,
@@ -42,15 +44,17 @@ def check_url(url: str) -> str:
 
 
 def limits(**overrides: int) -> CsvLimits:
-    values = {
-        "max_bytes": 10 * 1024 * 1024,
+    """Limits smaller than the production ones, from ``Settings`` fields (and validated by
+    it) so that the tests exercise the only way the service builds them."""
+    values: dict[str, Any] = {
+        "max_upload_bytes": 10 * 1024 * 1024,
         "max_rows": 1000,
         "max_urls_per_row": 10,
         "max_url_length": 300,
         "max_reported_errors": 100,
     }
     values.update(overrides)
-    return CsvLimits(**values)
+    return CsvLimits.from_settings(Settings(**values))
 
 
 def reader_for(data: bytes | str, **overrides: int) -> CatalogReader:
@@ -174,6 +178,16 @@ def test_limits_from_settings() -> None:
         6,
     )
     assert lim.max_reported_errors == s.max_reported_errors
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["max_upload_bytes", "max_rows", "max_urls_per_row", "max_url_length", "max_reported_errors"],
+)
+def test_settings_refuse_limits_that_would_refuse_every_file(field: str) -> None:
+    zero: dict[str, Any] = {field: 0}
+    with pytest.raises(ValidationError, match=field):
+        Settings(**zero)
 
 
 # -- rejections -------------------------------------------------------------------------
@@ -328,7 +342,7 @@ def test_size_limit_stops_reading_at_the_cap() -> None:
     body = f"{HEADER}\n" + "".join(f"{i},p,https://x.test/{i}\n" for i in range(10_000))
     source = Counting(body.encode())
     with pytest.raises(CsvRejected) as info:
-        list(CatalogReader(source, limits(max_bytes=1000), check_url))
+        list(CatalogReader(source, limits(max_upload_bytes=1000), check_url))
     assert has(info.value, None, None, "larger than the limit of 1000 bytes")
     assert source.taken == 1001
 
@@ -548,7 +562,8 @@ def test_streaming_100k_rows_in_bounded_memory(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         with path.open("rb") as fh:
-            reader = CatalogReader(fh, limits(max_rows=200_000, max_bytes=50_000_000), check_url)
+            big = limits(max_rows=200_000, max_upload_bytes=50_000_000)
+            reader = CatalogReader(fh, big, check_url)
             count = sum(1 for _ in reader)
         _, peak = tracemalloc.get_traced_memory()
     finally:

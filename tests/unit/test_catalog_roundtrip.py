@@ -16,13 +16,16 @@ from hypothesis import strategies as st
 from pixelbatch.catalog import CatalogReader, CsvLimits, OutputRow, write_output_csv
 from pixelbatch.catalog.writer import neutralise_cell
 from pixelbatch.errors import InvalidInput
+from pixelbatch.settings import Settings
 
-LIMITS = CsvLimits(
-    max_bytes=10 * 1024 * 1024,
-    max_rows=1000,
-    max_urls_per_row=10,
-    max_url_length=300,
-    max_reported_errors=100,
+LIMITS = CsvLimits.from_settings(
+    Settings(
+        max_upload_bytes=10 * 1024 * 1024,
+        max_rows=1000,
+        max_urls_per_row=10,
+        max_url_length=300,
+        max_reported_errors=100,
+    )
 )
 FIXED_EXTRAS = ["Output Image Urls", "Colour", "Notes", "Status", "Errors"]
 

@@ -8,10 +8,17 @@ import io
 import pytest
 
 from pixelbatch.catalog import CatalogReader, CsvLimits, CsvRejected, ProductRow
+from pixelbatch.settings import Settings
 
 HEADER = "S. No.,Product Name,Input Image Urls"
-LIMITS = CsvLimits(
-    max_bytes=1 << 20, max_rows=100, max_urls_per_row=3, max_url_length=40, max_reported_errors=50
+LIMITS = CsvLimits.from_settings(
+    Settings(
+        max_upload_bytes=1 << 20,
+        max_rows=100,
+        max_urls_per_row=3,
+        max_url_length=40,
+        max_reported_errors=50,
+    )
 )
 
 

@@ -9,6 +9,11 @@ that keeps retrying too early is not locked out longer than it needs to wait.
 
 The embedded mode has one API process, so a dictionary is exact; API replicas share a
 Redis sorted set, updated by one Lua script so that check and record are atomic.
+
+Not the ``limits`` library (checked at 5.8.0): its moving window stamps each request with
+the calling replica's ``time.time()``, so a replica whose clock runs fast lets ``limit + 1``
+through within one window; this script reads Redis's own clock. Its memory store also runs
+on the wall clock, which NTP or an administrator can step.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """The catalog CSV: streaming parse and validation of the input, writing of the output."""
 
+from pixelbatch.catalog.problems import CsvProblem, CsvRejected
 from pixelbatch.catalog.reader import (
     NAME_COLUMN,
     SERIAL_COLUMN,
     URLS_COLUMN,
     CatalogReader,
     CsvLimits,
-    CsvProblem,
-    CsvRejected,
     ProductRow,
 )
 from pixelbatch.catalog.writer import (

@@ -1,0 +1,77 @@
+"""Bring decoded pixels to 8-bit L, RGB or RGBA in sRGB: palettes, CMYK, ICC profiles, 16-bit.
+
+Web encoders and browsers assume sRGB and most drop embedded profiles, so colours are
+converted once here, where the profile is still known, rather than left to each viewer.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Final
+
+from PIL import Image, ImageCms
+
+__all__ = ["to_srgb"]
+
+_SRGB_PROFILE: Final = ImageCms.createProfile("sRGB")
+
+
+def to_srgb(im: Image.Image) -> Image.Image:
+    """Normalise to L, RGB or RGBA in sRGB so every encoder and viewer agrees on colour."""
+    icc = im.info.get("icc_profile")
+    mode = im.mode
+
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode.startswith("I;16") or mode in ("I", "F"):
+        im = _high_depth_to_l(im)
+    elif mode in ("LA", "La", "RGBa") or (mode in ("L", "RGB") and "transparency" in im.info):
+        im = im.convert("RGBA")  # grey+alpha and tRNS colour keys become real alpha
+    elif mode not in ("L", "RGB", "RGBA", "CMYK"):
+        im = im.convert("RGB")  # YCbCr, RGBX, LAB-less oddities
+
+    if icc and im.mode in ("RGB", "RGBA", "CMYK"):
+        converted = _apply_icc(im, icc)
+        if converted is not None:
+            return converted
+    if im.mode == "CMYK":
+        # No usable profile: Pillow already undid Adobe's inversion when decoding.
+        im = im.convert("RGB")
+    return im
+
+
+def _apply_icc(im: Image.Image, icc: bytes) -> Image.Image | None:
+    """Convert through the embedded profile; None if the profile is unusable."""
+    try:
+        source = ImageCms.ImageCmsProfile(BytesIO(icc))
+        out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+        # Same mode in and out (RGB photos, the common case): convert in place, so a 24 MP
+        # photo does not need a second 72 MB buffer.
+        in_place = im.mode == out_mode
+        result = ImageCms.profileToProfile(
+            im,
+            source,
+            _SRGB_PROFILE,
+            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+            outputMode=out_mode,
+            inPlace=in_place,
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        # A broken or mismatched profile (e.g. a grey profile on RGB data) is common in
+        # the wild; the pixels are still usable, so treat them as sRGB already.
+        return None
+    return im if in_place else result
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    """16-bit/float greyscale to 8-bit by scaling, not clipping (convert('L') clips)."""
+    as_float = im.convert("F")
+    extrema = as_float.getextrema()
+    high = float(extrema[1]) if isinstance(extrema[1], (int, float)) else 255.0
+    if im.mode.startswith("I;16"):
+        high = 65535.0
+    factor = 255.0 / high if high > 255.0 else 1.0
+    return as_float.point(lambda value: value * factor).convert("L")
