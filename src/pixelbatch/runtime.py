@@ -14,11 +14,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.auth.ratelimit import RateLimiter, make_rate_limiter
-from pixelbatch.auth.secrets import load_or_create
 from pixelbatch.auth.urls import UrlSigner
 from pixelbatch.db import migrate
 from pixelbatch.db.engine import make_engine, make_session_factory
 from pixelbatch.fetch import FetchConfig, Fetcher
+from pixelbatch.secrets import load_or_create
 from pixelbatch.settings import Settings
 from pixelbatch.storage import Storage, storage_from_settings
 

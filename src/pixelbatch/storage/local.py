@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -24,22 +25,12 @@ class LocalStorage:
         return self.root / validate_key(key)
 
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename so a reader never sees half a file and a re-run overwrites.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return StoredObject(key=key, size=len(data), content_type=content_type)
+        return self.put_file(key, io.BytesIO(data), content_type)
 
     def put_file(self, key: str, source: IO[bytes], content_type: str) -> StoredObject:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename so a reader never sees half a file and a re-run overwrites.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -55,16 +46,6 @@ class LocalStorage:
         if not path.is_file():
             raise NotFound("file not found")
         return path
-
-    def read(self, key: str) -> bytes:
-        path = self._path(key)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise NotFound("file not found") from None
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
 
     def url(self, key: str) -> str:
         url = f"{self.public_base_url}/files/{validate_key(key)}"

@@ -11,8 +11,8 @@ import hmac
 import secrets
 import time
 
-from pixelbatch.auth.secrets import load_or_create
 from pixelbatch.errors import PixelbatchError
+from pixelbatch.secrets import load_or_create
 from pixelbatch.settings import Settings
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
