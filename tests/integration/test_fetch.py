@@ -13,8 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ import pytest
 
 from pixelbatch.errors import FetchError
 from pixelbatch.fetch import FetchConfig, Fetcher
-from pixelbatch.fetch.client import _parse_retry_after
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from tests.integration import fetch_servers as fs
@@ -173,17 +170,6 @@ def test_503_fails_after_all_retries(make_fetcher: Factory, origin: fs.TestServe
     assert "HTTP 503" in error.message and origin.url("/down") in error.message
     assert error.details["attempts"] == 3
     assert origin.hits["/down"] == 3
-
-
-def test_retry_after_parsing() -> None:
-    assert _parse_retry_after("0") == 0
-    assert _parse_retry_after("2.5") == 2.5
-    assert _parse_retry_after("-3") == 0
-    assert _parse_retry_after("soon") is None
-    assert _parse_retry_after(None) is None
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    parsed = _parse_retry_after(later)
-    assert parsed is not None and 25 < parsed <= 30
 
 
 # ---- timeouts
