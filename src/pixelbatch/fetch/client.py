@@ -149,7 +149,7 @@ class Fetcher:
         with self._slots_lock:
             slot = self._slots.get(host)
             if slot is None:
-                slot = self._slots[host] = threading.BoundedSemaphore(max(1, self.config.per_host))
+                slot = self._slots[host] = threading.BoundedSemaphore(self.config.per_host)
             return slot
 
     def _backoff(self, retry_index: int, retry_after: float | None) -> float:

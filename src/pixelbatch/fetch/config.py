@@ -1,11 +1,9 @@
-"""The limits of downloading untrusted URLs (see ``Settings.fetch_*``)."""
+"""The fetch limits, as a view of ``Settings``: no defaults here, so the two cannot drift."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from pixelbatch.fetch.urls import DEFAULT_MAX_LENGTH
 
 if TYPE_CHECKING:
     from pixelbatch.settings import Settings
@@ -13,23 +11,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    """Limits for downloading untrusted URLs (see ``Settings.fetch_*``)."""
+    """Limits for downloading untrusted URLs; build it with :meth:`from_settings`.
 
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
+    The values (and their validation) live on ``Settings.fetch_*``; this only gathers the
+    ones the fetcher reads, so the fetch package does not depend on the whole settings.
+    """
+
+    connect_timeout: float
+    read_timeout: float
     # Bounds one whole fetch() call: every attempt, redirect, body read and backoff sleep.
-    total_timeout: float = 60.0
-    max_bytes: int = 50 * 1024 * 1024
-    max_redirects: int = 5
-    retries: int = 3
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    concurrency: int = 16
-    per_host: int = 6
-    user_agent: str = "pixelbatch/0.1"
-    allow: list[str] = field(default_factory=list)
-    allowed_ports: list[int] = field(default_factory=lambda: [80, 443])
-    max_url_length: int = DEFAULT_MAX_LENGTH
+    total_timeout: float
+    max_bytes: int
+    max_redirects: int
+    retries: int
+    backoff_base: float
+    backoff_max: float
+    concurrency: int
+    per_host: int
+    user_agent: str
+    allow: list[str]
+    allowed_ports: list[int]
+    max_url_length: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchConfig:

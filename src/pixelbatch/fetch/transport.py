@@ -153,7 +153,7 @@ def build_client(config: FetchConfig, policy: AddressPolicy) -> httpx.Client:
     """The shared client: guarded, no environment proxies, no redirects, no cookies."""
     limits = httpx.Limits(
         max_connections=None,
-        max_keepalive_connections=max(1, config.concurrency),
+        max_keepalive_connections=config.concurrency,
         keepalive_expiry=30.0,
     )
     return httpx.Client(
