@@ -8,7 +8,6 @@ request, with the per-host concurrency limit and the redirect loop.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pixelbatch.fetch.addresses import AddressPolicy
 from pixelbatch.fetch.config import FetchConfig
 from pixelbatch.fetch.decoding import BoundedDecoder
 from pixelbatch.fetch.network import finish_response, total_deadline
+from pixelbatch.fetch.retries import retry_policy
 from pixelbatch.fetch.transport import build_client, redirect_location
 from pixelbatch.fetch.urls import parse_http_url
 
@@ -68,38 +68,35 @@ class Fetcher:
 
     def fetch(self, url: str) -> FetchResult:
         """GET an image: redirects re-checked, bytes capped, retried, total deadline."""
-        cfg = self.config
         start = time.monotonic()
-        deadline = start + cfg.total_timeout
+        deadline = start + self.config.total_timeout
         target = self._parse(url)
+        attempts = 0
+
+        def attempt() -> tuple[bytes, str | None, httpx.URL]:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return self._get_with_redirects(target, deadline)
+            except FetchError as exc:
+                # details["url"] names the hop that failed; keep the one asked for too.
+                exc.details = {
+                    "url": str(target),
+                    **(exc.details or {}),
+                    "requested_url": str(target),
+                    "attempts": attempts,
+                }
+                raise
+
         with total_deadline(deadline):
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    data, content_type, final = self._get_with_redirects(target, deadline)
-                except FetchError as exc:
-                    # details["url"] names the hop that failed; keep the one asked for too.
-                    exc.details = {
-                        "url": str(target),
-                        **(exc.details or {}),
-                        "requested_url": str(target),
-                        "attempts": attempt,
-                    }
-                    if not exc.retryable or attempt > cfg.retries:
-                        raise
-                    delay = self._backoff(attempt - 1, exc.retry_after)
-                    if time.monotonic() + delay >= deadline:
-                        raise
-                    time.sleep(delay)
-                    continue
-                return FetchResult(
-                    data=data,
-                    content_type=content_type,
-                    final_url=str(final),
-                    attempts=attempt,
-                    elapsed=time.monotonic() - start,
-                )
+            data, content_type, final = retry_policy(self.config, deadline)(attempt)
+        return FetchResult(
+            data=data,
+            content_type=content_type,
+            final_url=str(final),
+            attempts=attempts,
+            elapsed=time.monotonic() - start,
+        )
 
     def post(self, url: str, content: bytes, headers: dict[str, str], timeout: float) -> int:
         """One POST attempt (webhooks): guarded, no redirects followed; returns the status."""
@@ -151,13 +148,6 @@ class Fetcher:
             if slot is None:
                 slot = self._slots[host] = threading.BoundedSemaphore(self.config.per_host)
             return slot
-
-    def _backoff(self, retry_index: int, retry_after: float | None) -> float:
-        cfg = self.config
-        if retry_after is not None:
-            return min(retry_after, cfg.backoff_max)
-        ceiling = min(cfg.backoff_max, cfg.backoff_base * (2.0 ** min(retry_index, 30)))
-        return random.uniform(0.0, ceiling)  # full jitter
 
     def _get_with_redirects(
         self, url: httpx.URL, deadline: float
