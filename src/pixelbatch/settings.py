@@ -53,18 +53,22 @@ class Settings(BaseSettings):
 
     # Fetching untrusted URLs.
     fetch_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    fetch_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
-    fetch_connect_timeout: float = 5.0
-    fetch_read_timeout: float = 15.0
-    fetch_total_timeout: float = 60.0
-    fetch_max_bytes: int = 50 * 1024 * 1024
-    fetch_max_redirects: int = 5
-    fetch_retries: int = 3
-    fetch_backoff_base: float = 0.5
-    fetch_backoff_max: float = 30.0
-    fetch_concurrency: int = 16
-    fetch_per_host: int = 6
-    user_agent: str = "pixelbatch/0.1 (+https://github.com/pixelbatch/pixelbatch)"
+    fetch_allowed_ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]], NoDecode] = Field(
+        default_factory=lambda: [80, 443]
+    )
+    fetch_connect_timeout: float = Field(5.0, gt=0)
+    fetch_read_timeout: float = Field(15.0, gt=0)
+    fetch_total_timeout: float = Field(60.0, gt=0)
+    fetch_max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    fetch_max_redirects: int = Field(5, ge=0)
+    fetch_retries: int = Field(3, ge=0)
+    fetch_backoff_base: float = Field(0.5, ge=0)
+    fetch_backoff_max: float = Field(30.0, ge=0)
+    fetch_concurrency: int = Field(16, ge=1)
+    fetch_per_host: int = Field(6, ge=1)
+    user_agent: str = Field(
+        "pixelbatch/0.1 (+https://github.com/pixelbatch/pixelbatch)", min_length=1
+    )
 
     # Image processing.
     max_pixels: int = 50_000_000

@@ -17,9 +17,17 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pixelbatch.fetch import FetchConfig
+from pixelbatch.settings import Settings
+
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 
 Handler = Callable[["_Handler"], None]
+
+
+def fetch_config(**settings: Any) -> FetchConfig:
+    """The config production builds, from ``Settings`` with these fields overridden."""
+    return FetchConfig.from_settings(Settings(**settings))
 
 
 class _Server(ThreadingHTTPServer):

@@ -12,9 +12,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,6 @@ import pytest
 
 from pixelbatch.errors import FetchError
 from pixelbatch.fetch import FetchConfig, Fetcher
-from pixelbatch.fetch.client import _parse_retry_after
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from tests.integration import fetch_servers as fs
@@ -74,22 +70,23 @@ Factory = Callable[..., Fetcher]
 @pytest.fixture
 def make_fetcher(origin: fs.TestServer) -> Iterator[Factory]:
     made: list[Fetcher] = []
-    base = FetchConfig(
-        connect_timeout=1.0,
-        read_timeout=1.0,
-        total_timeout=5.0,
-        max_bytes=MAX_BYTES,
-        max_redirects=5,
-        retries=2,
-        backoff_base=0.01,
-        backoff_max=0.05,
-        per_host=4,
-        user_agent="pixelbatch-test",
-        allow=[origin.allow_entry],
-    )
+    base: dict[str, Any] = {
+        "fetch_connect_timeout": 1.0,
+        "fetch_read_timeout": 1.0,
+        "fetch_total_timeout": 5.0,
+        "fetch_max_bytes": MAX_BYTES,
+        "fetch_max_redirects": 5,
+        "fetch_retries": 2,
+        "fetch_backoff_base": 0.01,
+        "fetch_backoff_max": 0.05,
+        "fetch_per_host": 4,
+        "user_agent": "pixelbatch-test",
+        "fetch_allow": [origin.allow_entry],
+    }
 
-    def make(**overrides: Any) -> Fetcher:
-        fetcher = Fetcher(replace(base, **overrides))
+    def make(**settings: Any) -> Fetcher:
+        """A fetcher on the base settings above, with these ``Settings`` fields overridden."""
+        fetcher = Fetcher(fs.fetch_config(**{**base, **settings}))
         made.append(fetcher)
         return fetcher
 
@@ -168,29 +165,18 @@ def test_429_honours_retry_after(fetcher: Fetcher, origin: fs.TestServer) -> Non
 
 
 def test_503_fails_after_all_retries(make_fetcher: Factory, origin: fs.TestServer) -> None:
-    error = fetch_error(make_fetcher(retries=2), origin.url("/down"))
+    error = fetch_error(make_fetcher(fetch_retries=2), origin.url("/down"))
     assert error.code == "http_503"
     assert "HTTP 503" in error.message and origin.url("/down") in error.message
     assert error.details["attempts"] == 3
     assert origin.hits["/down"] == 3
 
 
-def test_retry_after_parsing() -> None:
-    assert _parse_retry_after("0") == 0
-    assert _parse_retry_after("2.5") == 2.5
-    assert _parse_retry_after("-3") == 0
-    assert _parse_retry_after("soon") is None
-    assert _parse_retry_after(None) is None
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    parsed = _parse_retry_after(later)
-    assert parsed is not None and 25 < parsed <= 30
-
-
 # ---- timeouts
 
 
 def test_slow_server_times_out_quickly(make_fetcher: Factory, origin: fs.TestServer) -> None:
-    fetcher = make_fetcher(read_timeout=0.3, retries=1)
+    fetcher = make_fetcher(fetch_read_timeout=0.3, fetch_retries=1)
     started = time.monotonic()
     error = fetch_error(fetcher, origin.url("/slow"))
     assert error.code == "timeout"
@@ -200,7 +186,7 @@ def test_slow_server_times_out_quickly(make_fetcher: Factory, origin: fs.TestSer
 
 
 def test_drip_feed_hits_total_deadline(make_fetcher: Factory, origin: fs.TestServer) -> None:
-    fetcher = make_fetcher(read_timeout=1.0, total_timeout=1.5)
+    fetcher = make_fetcher(fetch_read_timeout=1.0, fetch_total_timeout=1.5)
     started = time.monotonic()
     error = fetch_error(fetcher, origin.url("/drip"))
     elapsed = time.monotonic() - started
@@ -424,7 +410,7 @@ def test_canary_sees_each_spelling_once_allowlisted(
     if connects_to is not None and ":" in connects_to and not tcp_canary.ipv6:
         pytest.skip("no IPv6 loopback on this machine")
     target = url.format(port=tcp_canary.port)
-    fetcher = make_fetcher(allow=[f"{entry}:{tcp_canary.port}"], retries=0)
+    fetcher = make_fetcher(fetch_allow=[f"{entry}:{tcp_canary.port}"], fetch_retries=0)
     if connects_to is not None and not _stays_on_this_machine(connects_to):
         assert fetch_error(fetcher, target).code == "connection_error"
         assert connect_spy == [(connects_to, tcp_canary.port)]
@@ -474,20 +460,20 @@ def _localhost_addresses() -> set[str]:
 def test_localhost_blocked_without_allow_entry(
     make_fetcher: Factory, origin: fs.TestServer
 ) -> None:
-    fetcher = make_fetcher(allow=[])
+    fetcher = make_fetcher(fetch_allow=[])
     error = fetch_error(fetcher, f"http://localhost:{origin.port}/image.png")
     assert error.code == "blocked_address"
     assert origin.connections == 0
 
 
 def test_localhost_allowed_by_host_entry(make_fetcher: Factory, origin: fs.TestServer) -> None:
-    fetcher = make_fetcher(allow=[f"localhost:{origin.port}"])
+    fetcher = make_fetcher(fetch_allow=[f"localhost:{origin.port}"])
     assert fetcher.fetch(f"http://localhost:{origin.port}/image.png").data == fs.IMAGE
 
 
 def test_localhost_and_ip_entry(make_fetcher: Factory, origin: fs.TestServer) -> None:
     """An IP entry allows a name only if EVERY address the name resolves to is allowed."""
-    fetcher = make_fetcher(allow=[f"127.0.0.1:{origin.port}"])
+    fetcher = make_fetcher(fetch_allow=[f"127.0.0.1:{origin.port}"])
     url = f"http://localhost:{origin.port}/image.png"
     if _localhost_addresses() == {"127.0.0.1"}:
         assert fetcher.fetch(url).data == fs.IMAGE
@@ -499,7 +485,7 @@ def test_localhost_and_ip_entry(make_fetcher: Factory, origin: fs.TestServer) ->
 def test_host_entry_does_not_open_other_ports(
     make_fetcher: Factory, origin: fs.TestServer, canary: fs.TestServer
 ) -> None:
-    fetcher = make_fetcher(allow=[f"localhost:{origin.port}"])
+    fetcher = make_fetcher(fetch_allow=[f"localhost:{origin.port}"])
     assert fetch_error(fetcher, f"http://localhost:{canary.port}/secret").code == "blocked_address"
     assert canary.connections == 0
 
@@ -522,7 +508,7 @@ def test_name_resolved_once_and_every_address_checked(
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
-    fetcher = make_fetcher(allow=[origin.allow_entry])
+    fetcher = make_fetcher(fetch_allow=[origin.allow_entry])
     assert fetcher.fetch(f"http://images.test:{origin.port}/image.png").data == fs.IMAGE
     assert lookups == ["images.test"]
     error = fetch_error(fetcher, f"http://mixed.test:{origin.port}/image.png")
@@ -553,7 +539,7 @@ def test_invalid_url_is_a_fetch_error(fetcher: Fetcher) -> None:
 def test_per_host_concurrency_is_bounded(make_fetcher: Factory, origin: fs.TestServer) -> None:
     tracker = fs.InFlight(0.15)
     origin.routes["/tracked"] = tracker
-    fetcher = make_fetcher(per_host=2)
+    fetcher = make_fetcher(fetch_per_host=2)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -608,7 +594,7 @@ def test_tls_verifies_the_url_host_name_not_the_ip(
     server, cert, server_names = tls_origin
     trusting = ssl.create_default_context(cafile=str(cert))
     monkeypatch.setattr(httpx, "create_ssl_context", lambda **_: trusting)
-    fetcher = make_fetcher(allow=[f"localhost:{server.port}", server.allow_entry])
+    fetcher = make_fetcher(fetch_allow=[f"localhost:{server.port}", server.allow_entry])
     # Connected to the checked IP, yet SNI and verification use the URL's host name.
     result = fetcher.fetch(f"https://localhost:{server.port}/image.png")
     assert result.data == fs.IMAGE

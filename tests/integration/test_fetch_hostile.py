@@ -18,6 +18,7 @@ import pytest
 
 from pixelbatch.errors import FetchError
 from pixelbatch.fetch import FetchConfig, Fetcher
+from tests.integration.fetch_servers import fetch_config
 
 TOTAL = 1.5  # the total deadline every test below must beat
 SLACK = 0.75
@@ -94,23 +95,23 @@ class RawServer:
                     conn.shutdown(socket.SHUT_RDWR)
 
 
-def _config(server: RawServer, **overrides: object) -> FetchConfig:
+def _config(server: RawServer, **settings: object) -> FetchConfig:
+    """The config for ``server``, with these ``Settings`` fields overridden."""
     base: dict[str, object] = {
-        "connect_timeout": 1.0,
-        "read_timeout": 10.0,  # far above TOTAL: only the total deadline can stop these
-        "total_timeout": TOTAL,
-        "max_bytes": MAX_BYTES,
-        "retries": 3,
-        "backoff_base": 0.01,
-        "backoff_max": 0.05,
-        "allow": [f"127.0.0.1:{server.port}"],
+        "fetch_connect_timeout": 1.0,
+        "fetch_read_timeout": 10.0,  # far above TOTAL: only the total deadline can stop these
+        "fetch_total_timeout": TOTAL,
+        "fetch_max_bytes": MAX_BYTES,
+        "fetch_retries": 3,
+        "fetch_backoff_base": 0.01,
+        "fetch_backoff_max": 0.05,
+        "fetch_allow": [f"127.0.0.1:{server.port}"],
     }
-    base.update(overrides)
-    return FetchConfig(**base)  # type: ignore[arg-type]
+    return fetch_config(**{**base, **settings})
 
 
-def _fetch_error(server: RawServer, **overrides: object) -> tuple[FetchError, float]:
-    with Fetcher(_config(server, **overrides)) as fetcher:
+def _fetch_error(server: RawServer, **settings: object) -> tuple[FetchError, float]:
+    with Fetcher(_config(server, **settings)) as fetcher:
         started = time.monotonic()
         with pytest.raises(FetchError) as info:
             fetcher.fetch(server.url)
@@ -243,7 +244,7 @@ def test_trickled_headers_fail_within_the_total_deadline(
 ) -> None:
     """Every read gets a byte inside the read timeout: only a total deadline stops it."""
     server = raw_server(trickled_headers)
-    error, elapsed = _fetch_error(server, read_timeout=0.5)
+    error, elapsed = _fetch_error(server, fetch_read_timeout=0.5)
     assert error.code == "timeout"
     assert elapsed < TOTAL + SLACK
 
@@ -252,7 +253,7 @@ def test_trickled_chunked_body_fails_within_the_total_deadline(
     raw_server: Callable[..., RawServer],
 ) -> None:
     server = raw_server(trickled_chunks)
-    error, elapsed = _fetch_error(server, read_timeout=0.5)
+    error, elapsed = _fetch_error(server, fetch_read_timeout=0.5)
     assert error.code == "timeout"
     assert elapsed < TOTAL + SLACK
 
@@ -260,7 +261,7 @@ def test_trickled_chunked_body_fails_within_the_total_deadline(
 def test_silent_peer_deadline_covers_every_retry(raw_server: Callable[..., RawServer]) -> None:
     """Retries share one deadline: five attempts of a 1 s read timeout still end by it."""
     server = raw_server(silent)
-    error, elapsed = _fetch_error(server, read_timeout=1.0, retries=5)
+    error, elapsed = _fetch_error(server, fetch_read_timeout=1.0, fetch_retries=5)
     assert error.code == "timeout"
     assert elapsed < TOTAL + SLACK
     assert server.connections <= 2
@@ -274,7 +275,7 @@ def test_endless_chunked_body_stops_at_max_bytes(
     raw_server: Callable[..., RawServer], gzip: bool
 ) -> None:
     server = raw_server(endless_chunks, gzip=gzip)
-    error, elapsed = _fetch_error(server, total_timeout=10.0)
+    error, elapsed = _fetch_error(server, fetch_total_timeout=10.0)
     assert error.code == "too_large"
     assert elapsed < 2.0
     assert server.connections == 1  # too large is final, not retried
@@ -283,7 +284,7 @@ def test_endless_chunked_body_stops_at_max_bytes(
 
 def test_endless_headers_are_refused_quickly(raw_server: Callable[..., RawServer]) -> None:
     server = raw_server(huge_headers)
-    error, elapsed = _fetch_error(server, total_timeout=5.0)
+    error, elapsed = _fetch_error(server, fetch_total_timeout=5.0)
     assert error.code == "connection_error"  # h11 caps an incomplete head at 16 KiB
     assert elapsed < 2.0
     assert "Traceback" not in error.message

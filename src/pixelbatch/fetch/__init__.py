@@ -6,7 +6,9 @@ from pixelbatch.fetch.addresses import (
     AddressPolicy,
     is_blocked_address,
 )
-from pixelbatch.fetch.client import FetchConfig, Fetcher, FetchResult, GuardedBackend
+from pixelbatch.fetch.client import Fetcher, FetchResult
+from pixelbatch.fetch.config import FetchConfig
+from pixelbatch.fetch.network import GuardedBackend
 from pixelbatch.fetch.urls import effective_port, normalize_ipv4_host, parse_http_url
 
 __all__ = [
