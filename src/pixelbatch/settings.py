@@ -23,6 +23,10 @@ def _split_csv(value: Any) -> Any:
 
 
 class Settings(BaseSettings):
+    """Built once per process (API, CLI command, Celery worker) and passed down; every
+    derived configuration (``FetchConfig``, ``CsvLimits``) is a view of it, so a default
+    lives in exactly one place and a bad value is refused at start, not mid-batch."""
+
     model_config = SettingsConfigDict(env_prefix="PIXELBATCH_", extra="ignore")
 
     # Where the embedded mode keeps its SQLite file, uploaded CSVs and stored outputs.
@@ -32,7 +36,7 @@ class Settings(BaseSettings):
     storage_url: str | None = None
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
     # Absolute base for URLs written into output CSVs and webhooks.
     public_url: str | None = None
 
@@ -40,8 +44,8 @@ class Settings(BaseSettings):
     auth: Literal["auto", "on", "off"] = "auto"
     # Signs expiring output URLs; generated into the data dir in embedded mode if unset.
     secret_key: SecretStr | None = None
-    signed_url_ttl: int = 7 * 24 * 3600
-    upload_rate_per_minute: int = 60
+    signed_url_ttl: int = Field(7 * 24 * 3600, gt=0)
+    upload_rate_per_minute: int = Field(60, ge=1)
 
     # Input CSV limits; catalog.CsvLimits is a view of them. Zero would refuse every file
     # (or, for the error cap, explain none of the refusals).
@@ -71,30 +75,30 @@ class Settings(BaseSettings):
     )
 
     # Image processing.
-    max_pixels: int = 50_000_000
-    default_relative_quality: float = 0.5
-    transform_workers: int = 0  # 0 = one per core
+    max_pixels: int = Field(50_000_000, gt=0)
+    default_relative_quality: float = Field(0.5, gt=0, le=1)
+    transform_workers: int = Field(0, ge=0)  # 0 = one per core
     # Wall-clock limit of one image's decode + encode in the embedded pool.
-    transform_timeout: float = 60.0
+    transform_timeout: float = Field(60.0, gt=0)
 
     # Work distribution.
-    chunk_size: int = 16
-    lease_seconds: float = 120.0
-    poll_interval: float = 1.0
-    finalize_lease_seconds: float = 300.0
+    chunk_size: int = Field(16, ge=1)
+    lease_seconds: float = Field(120.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0)
+    finalize_lease_seconds: float = Field(300.0, gt=0)
     # Distributed mode: how often a worker sweeps for work whose message was lost, how many
     # doorbell messages keep the queue moving, and the hard time limit of one chunk.
-    sweep_interval: float = 15.0
-    dispatch_fanout: int = 32
-    chunk_time_limit: float = 600.0
-    worker_max_memory_mb: int = 600
+    sweep_interval: float = Field(15.0, gt=0)
+    dispatch_fanout: int = Field(32, ge=1)
+    chunk_time_limit: float = Field(600.0, gt=30)
+    worker_max_memory_mb: int = Field(600, ge=64)
 
     # Webhooks.
     webhook_secret: SecretStr | None = None
-    webhook_timeout: float = 10.0
-    webhook_max_attempts: int = 10
-    webhook_backoff_base: float = 10.0
-    webhook_backoff_max: float = 3600.0
+    webhook_timeout: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(10, ge=1)
+    webhook_backoff_base: float = Field(10.0, ge=0)
+    webhook_backoff_max: float = Field(3600.0, ge=0)
 
     @field_validator("fetch_allow", "fetch_allowed_ports", mode="before")
     @classmethod
