@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from pixelbatch.auth.keys import ANONYMOUS, Principal
 from pixelbatch.catalog import CatalogReader, CsvLimits
-from pixelbatch.db import queries
+from pixelbatch.db import batch_lifecycle, bulk, images
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
@@ -85,13 +85,13 @@ def submit_batch(
             session.add(batch)
             session.flush()
             products = 0
-            images = 0
+            image_count = 0
             for pending in _product_slices(reader, INSERT_SLICE):
-                images += queries.insert_products(session, batch_id, pending)
+                image_count += bulk.insert_products(session, batch_id, pending)
                 products += len(pending)
             batch.products_total = products
-            batch.images_total = images
-            queries.link_duplicate_urls(session, batch_id)
+            batch.images_total = image_count
+            images.link_duplicate_urls(session, batch_id)
             _keep_input(runtime, source, batch_id)
     except IntegrityError:
         if idempotency_key:
@@ -102,12 +102,12 @@ def submit_batch(
     return batch, True
 
 
-def _product_slices(reader: CatalogReader, size: int) -> Iterator[list[queries.NewProduct]]:
+def _product_slices(reader: CatalogReader, size: int) -> Iterator[list[bulk.NewProduct]]:
     """The catalog's valid rows in slices of ``size``; the reader raises at the end if the
     file is rejected, so a caller that stops at that exception rolls every slice back."""
-    pending: list[queries.NewProduct] = []
+    pending: list[bulk.NewProduct] = []
     for row in reader:
-        pending.append(queries.NewProduct(row.row, row.serial, row.name, list(row.extra), row.urls))
+        pending.append(bulk.NewProduct(row.row, row.serial, row.name, list(row.extra), row.urls))
         if len(pending) >= size:
             yield pending
             pending = []
@@ -236,7 +236,7 @@ def list_images(
 def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:
     with transaction(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
-        if not queries.cancel_batch(session, batch_id):
+        if not batch_lifecycle.cancel_batch(session, batch_id):
             raise Conflict("only a pending or processing batch can be cancelled")
     return get_batch(runtime, batch_id, tenant=tenant)
 
@@ -244,7 +244,7 @@ def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch
 def retry_failed(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> tuple[Batch, int]:
     with transaction(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
-        count = queries.retry_failed_images(session, batch_id)
+        count = batch_lifecycle.retry_failed_images(session, batch_id)
         if not count:
             raise Conflict("the batch has no failed images to retry (or has not finished yet)")
     return get_batch(runtime, batch_id, tenant=tenant), count
