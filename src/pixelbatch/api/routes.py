@@ -9,13 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import text
 
 from pixelbatch import batches
 from pixelbatch.api import schemas
 from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
 from pixelbatch.auth.keys import Principal
-from pixelbatch.db import migrate
+from pixelbatch.db.health import database_status
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
 from pixelbatch.errors import InvalidInput, NotFound
 from pixelbatch.jobs.dispatch import Dispatcher
@@ -355,16 +354,13 @@ def healthz() -> schemas.Health:
     summary="Readiness: database reachable and migrated",
 )
 def readyz(request: Request) -> Response:
-    runtime = _runtime(request)
-    try:
-        with runtime.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        if not migrate.is_up_to_date(runtime.engine):
-            return JSONResponse(
-                status_code=503,
-                content={"status": "unavailable", "detail": "database schema is not migrated"},
-            )
-    except Exception:
+    status = database_status(_runtime(request).engine)
+    if status == "unmigrated":
+        return JSONResponse(
+            status_code=503,
+            content={"status": "unavailable", "detail": "database schema is not migrated"},
+        )
+    if status == "unreachable":
         return JSONResponse(
             status_code=503, content={"status": "unavailable", "detail": "database unreachable"}
         )
