@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pixelbatch.auth.keys import ANONYMOUS, Principal
 from pixelbatch.catalog import CatalogReader, CsvLimits
-from pixelbatch.db import queries
+from pixelbatch.db import batch_lifecycle, batch_reads, bulk, images
+from pixelbatch.db.batch_reads import ErrorCount, ImageRow
 from pixelbatch.db.engine import reading, transaction
-from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product, WebhookDelivery
+from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
 from pixelbatch.fetch import parse_http_url
 from pixelbatch.fetch.urls import normalize_http_url
@@ -85,13 +85,13 @@ def submit_batch(
             session.add(batch)
             session.flush()
             products = 0
-            images = 0
+            image_count = 0
             for pending in _product_slices(reader, INSERT_SLICE):
-                images += queries.insert_products(session, batch_id, pending)
+                image_count += bulk.insert_products(session, batch_id, pending)
                 products += len(pending)
             batch.products_total = products
-            batch.images_total = images
-            queries.link_duplicate_urls(session, batch_id)
+            batch.images_total = image_count
+            images.link_duplicate_urls(session, batch_id)
             _keep_input(runtime, source, batch_id)
     except IntegrityError:
         if idempotency_key:
@@ -102,12 +102,12 @@ def submit_batch(
     return batch, True
 
 
-def _product_slices(reader: CatalogReader, size: int) -> Iterator[list[queries.NewProduct]]:
+def _product_slices(reader: CatalogReader, size: int) -> Iterator[list[bulk.NewProduct]]:
     """The catalog's valid rows in slices of ``size``; the reader raises at the end if the
     file is rejected, so a caller that stops at that exception rolls every slice back."""
-    pending: list[queries.NewProduct] = []
+    pending: list[bulk.NewProduct] = []
     for row in reader:
-        pending.append(queries.NewProduct(row.row, row.serial, row.name, list(row.extra), row.urls))
+        pending.append(bulk.NewProduct(row.row, row.serial, row.name, list(row.extra), row.urls))
         if len(pending) >= size:
             yield pending
             pending = []
@@ -123,16 +123,12 @@ def _keep_input(runtime: Runtime, source: IO[bytes], batch_id: uuid.UUID) -> Non
 
 def find_by_idempotency_key(runtime: Runtime, tenant: str, key: str) -> Batch | None:
     with reading(runtime.sessions) as session:
-        return session.scalar(
-            select(Batch).where(Batch.tenant == tenant, Batch.idempotency_key == key)
-        )
+        return batch_reads.batch_by_idempotency_key(session, tenant, key)
 
 
 def _owned(session: Session, batch_id: uuid.UUID, tenant: str) -> Batch:
-    """The batch if this tenant owns it. Another tenant's batch answers exactly like an
-    unknown id, so ids cannot be probed."""
-    batch = session.get(Batch, batch_id)
-    if batch is None or batch.tenant != tenant:
+    batch = batch_reads.tenant_batch(session, batch_id, tenant)
+    if batch is None:
         raise NotFound(f"no batch with request id {batch_id}")
     return batch
 
@@ -140,13 +136,6 @@ def _owned(session: Session, batch_id: uuid.UUID, tenant: str) -> Batch:
 def get_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:
     with reading(runtime.sessions) as session:
         return _owned(session, batch_id, tenant)
-
-
-@dataclass(frozen=True)
-class ErrorCount:
-    code: str
-    count: int
-    example: str
 
 
 @dataclass(frozen=True)
@@ -159,22 +148,8 @@ class BatchDetail:
 def batch_detail(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> BatchDetail:
     with reading(runtime.sessions) as session:
         batch = _owned(session, batch_id, tenant)
-        errors: list[ErrorCount] = []
-        if batch.images_failed:
-            rows = session.execute(
-                select(Image.error_code, func.count(), func.min(Image.error_message))
-                .where(Image.batch_id == batch_id, Image.status == ImageStatus.FAILED)
-                .group_by(Image.error_code)
-                .order_by(func.count().desc())
-                .limit(20)
-            ).all()
-            errors = [ErrorCount(code or "error", n, example or "") for code, n, example in rows]
-        webhook = session.scalar(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.batch_id == batch_id)
-            .order_by(WebhookDelivery.created_at.desc())
-            .limit(1)
-        )
+        errors = batch_reads.error_summary(session, batch_id) if batch.images_failed else []
+        webhook = batch_reads.latest_delivery(session, batch_id)
     return BatchDetail(batch=batch, errors=errors, webhook=webhook)
 
 
@@ -187,23 +162,7 @@ def list_batches(
     status: BatchStatus | None = None,
 ) -> tuple[list[Batch], int]:
     with reading(runtime.sessions) as session:
-        query = select(Batch).where(Batch.tenant == tenant)
-        count = select(func.count()).select_from(Batch).where(Batch.tenant == tenant)
-        if status is not None:
-            query = query.where(Batch.status == status)
-            count = count.where(Batch.status == status)
-        total = session.scalar(count) or 0
-        batches = list(
-            session.scalars(query.order_by(Batch.created_at.desc()).offset(offset).limit(limit))
-        )
-    return batches, total
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    image: Image
-    row_number: int
-    serial: str
+        return batch_reads.batches_page(session, tenant, offset=offset, limit=limit, status=status)
 
 
 def list_images(
@@ -217,26 +176,13 @@ def list_images(
 ) -> tuple[list[ImageRow], int]:
     with reading(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
-        query = (
-            select(Image, Product.row_number, Product.serial)
-            .join(Product, Product.id == Image.product_id)
-            .where(Image.batch_id == batch_id)
-        )
-        count = select(func.count()).select_from(Image).where(Image.batch_id == batch_id)
-        if status is not None:
-            query = query.where(Image.status == status)
-            count = count.where(Image.status == status)
-        total = session.scalar(count) or 0
-        rows = session.execute(
-            query.order_by(Product.row_number, Image.position).offset(offset).limit(limit)
-        ).all()
-    return [ImageRow(image, row_number, serial) for image, row_number, serial in rows], total
+        return batch_reads.images_page(session, batch_id, offset=offset, limit=limit, status=status)
 
 
 def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:
     with transaction(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
-        if not queries.cancel_batch(session, batch_id):
+        if not batch_lifecycle.cancel_batch(session, batch_id):
             raise Conflict("only a pending or processing batch can be cancelled")
     return get_batch(runtime, batch_id, tenant=tenant)
 
@@ -244,7 +190,7 @@ def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch
 def retry_failed(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> tuple[Batch, int]:
     with transaction(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
-        count = queries.retry_failed_images(session, batch_id)
+        count = batch_lifecycle.retry_failed_images(session, batch_id)
         if not count:
             raise Conflict("the batch has no failed images to retry (or has not finished yet)")
     return get_batch(runtime, batch_id, tenant=tenant), count

@@ -57,11 +57,6 @@ class Conflict(PixelbatchError):
     status_code = 409
 
 
-class PayloadTooLarge(PixelbatchError):
-    code = "payload_too_large"
-    status_code = 413
-
-
 class InvalidInput(PixelbatchError):
     code = "invalid_input"
     status_code = 400

@@ -268,7 +268,7 @@ def test_api_refuses_an_unmigrated_database(cluster: Cluster) -> None:
 
 
 def test_racing_finalisers_write_one_csv_and_one_webhook(cluster_env: dict[str, str]) -> None:
-    from pixelbatch.db import queries
+    from pixelbatch.db import bulk, images
     from pixelbatch.db.engine import transaction
     from pixelbatch.db.models import Batch, WebhookDelivery
     from pixelbatch.jobs import finalize
@@ -297,16 +297,16 @@ def test_racing_finalisers_write_one_csv_and_one_webhook(cluster_env: dict[str, 
                 )
             )
             s.flush()
-            n = queries.insert_products(
-                s, batch_id, [queries.NewProduct(2, "1", "p", [], ["http://h/a", "http://h/b"])]
+            n = bulk.insert_products(
+                s, batch_id, [bulk.NewProduct(2, "1", "p", [], ["http://h/a", "http://h/b"])]
             )
             batch = s.get(Batch, batch_id)
             batch.images_total = n
             batch.products_total = 1
         with transaction(runtime.sessions) as s:
-            items = queries.claim_images(s, owner="w", limit=2, lease_seconds=60)
+            items = images.claim_images(s, owner="w", limit=2, lease_seconds=60)
             for item in items:
-                queries.record_failure(s, item.id, "w", "http_404", "gone", 1.0)
+                images.record_failure(s, item.id, "w", "http_404", "gone", 1.0)
         writes = []
         original = runtime.storage.put_file
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelbatch.db import queries
+from pixelbatch.db import batch_lifecycle, bulk, images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus
 from pixelbatch.transform import TransformOptions
@@ -42,9 +42,9 @@ def _batch(sessions: sessionmaker[Session], images: int) -> uuid.UUID:
         )
         session.flush()
         new = [
-            queries.NewProduct(i + 2, str(i), f"p{i}", [], [f"http://h/{i}"]) for i in range(images)
+            bulk.NewProduct(i + 2, str(i), f"p{i}", [], [f"http://h/{i}"]) for i in range(images)
         ]
-        queries.insert_products(session, batch_id, new)
+        bulk.insert_products(session, batch_id, new)
     return batch_id
 
 
@@ -53,7 +53,7 @@ def test_cancel_while_a_worker_records_an_image_does_not_deadlock(
 ) -> None:
     batch_id = _batch(sessions, 3)
     with transaction(sessions) as session:
-        claimed = queries.claim_images(session, owner="w", limit=3, lease_seconds=60)
+        claimed = images.claim_images(session, owner="w", limit=3, lease_seconds=60)
     engine = sessions.kw["bind"]
 
     # The recorder pauses between locking its image row and updating its batch row, until
@@ -74,7 +74,7 @@ def test_cancel_while_a_worker_records_an_image_does_not_deadlock(
         try:
             with transaction(sessions) as session:
                 session.connection().info["recorder"] = True
-                outcomes["recorded"] = queries.record_failure(
+                outcomes["recorded"] = images.record_failure(
                     session, claimed[0].id, "w", "http_404", "gone", 1.0
                 )
         except BaseException as exc:
@@ -83,7 +83,7 @@ def test_cancel_while_a_worker_records_an_image_does_not_deadlock(
     def cancel() -> None:
         try:
             with transaction(sessions) as session:
-                outcomes["cancelled"] = queries.cancel_batch(session, batch_id)
+                outcomes["cancelled"] = batch_lifecycle.cancel_batch(session, batch_id)
         except BaseException as exc:
             errors.append(exc)
 
@@ -112,16 +112,16 @@ def test_cancel_while_a_worker_records_an_image_does_not_deadlock(
 def test_cancel_of_a_finished_batch_changes_nothing(sessions: sessionmaker[Session]) -> None:
     batch_id = _batch(sessions, 2)
     with transaction(sessions) as session:
-        claimed = queries.claim_images(session, owner="w", limit=2, lease_seconds=60)
+        claimed = images.claim_images(session, owner="w", limit=2, lease_seconds=60)
     with transaction(sessions) as session:
-        queries.record_failure(session, claimed[0].id, "w", "http_404", "gone", 1.0)
+        images.record_failure(session, claimed[0].id, "w", "http_404", "gone", 1.0)
         session.execute(
             update(Batch)
             .where(Batch.id == batch_id)
             .values(status=BatchStatus.COMPLETED_WITH_ERRORS)
         )
     with transaction(sessions) as session:
-        assert queries.cancel_batch(session, batch_id) is False
+        assert batch_lifecycle.cancel_batch(session, batch_id) is False
     with transaction(sessions) as session:
         statuses = sorted(session.scalars(select(Image.status).where(Image.batch_id == batch_id)))
     # The still-leased image stays as it was: the savepoint undid the cancel's update.

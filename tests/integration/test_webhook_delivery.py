@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 
 from pixelbatch.auth.keys import Principal, create_key
 from pixelbatch.batches import submit_batch
-from pixelbatch.db import queries
+from pixelbatch.db import images, outbox
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import ApiKey, DeliveryStatus, WebhookAttempt, WebhookDelivery, utcnow
 from pixelbatch.demo.server import ImageServer, Route
@@ -195,10 +195,10 @@ def _finished_batch(runtime: Runtime, webhook_url: str, principal: Principal) ->
     )
     assert created
     with transaction(runtime.sessions) as session:
-        [image] = queries.claim_images(
+        [image] = images.claim_images(
             session, owner="test", limit=10, lease_seconds=60, batch_id=batch.id
         )
-        assert queries.record_failure(session, image.id, "test", "http_404", "gone", 1.0)
+        assert images.record_failure(session, image.id, "test", "http_404", "gone", 1.0)
     assert finalize_batch(runtime, batch.id)
     return batch.id
 
@@ -408,7 +408,7 @@ def test_a_slow_receiver_holds_only_the_delivery_being_sent(
     try:
         receiver.wait_for(1)
         with reading(runtime.sessions) as session:
-            assert queries.count_due_deliveries(session) == 1
+            assert outbox.count_due_deliveries(session) == 1
         second_pass: list[int] = []
         other = threading.Thread(target=lambda: second_pass.append(deliver_due(runtime)))
         other.start()

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelbatch.db.engine import reading
-from pixelbatch.db.models import (
-    Batch,
-    BatchStatus,
-    DeliveryStatus,
-    Image,
-    ImageStatus,
-    WebhookDelivery,
-)
+from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus
+from pixelbatch.db.stats import status_counts
 from pixelbatch.runtime import Runtime
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -43,27 +37,16 @@ class DatabaseCollector(Collector):
             "pixelbatch_webhook_deliveries", "Webhook deliveries by status", labels=["status"]
         )
         with reading(self.runtime.sessions) as session:
-            queries = (
-                (batches, BatchStatus, select(Batch.status, func.count()).group_by(Batch.status)),
-                (
-                    images,
-                    ImageStatus,
-                    select(Image.status, func.count())
-                    .join(Batch, Batch.id == Image.batch_id)
-                    .where(Batch.finished_at.is_(None))
-                    .group_by(Image.status),
-                ),
-                (
-                    hooks,
-                    DeliveryStatus,
-                    select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status),
-                ),
-            )
-            for family, states, query in queries:
-                counts = {str(status): int(count) for status, count in session.execute(query)}
-                # Every state is reported, zeros included, so rates and alerts need no gaps.
-                for state in states:
-                    family.add_metric([state.value], counts.get(state.value, 0))
+            counts = status_counts(session)
+        families: tuple[tuple[GaugeMetricFamily, type[StrEnum], dict[str, int]], ...] = (
+            (batches, BatchStatus, counts.batches),
+            (images, ImageStatus, counts.images),
+            (hooks, DeliveryStatus, counts.deliveries),
+        )
+        for family, states, by_status in families:
+            # Every state is reported, zeros included, so rates and alerts need no gaps.
+            for state in states:
+                family.add_metric([state.value], by_status.get(state.value, 0))
         yield from (batches, images, hooks)
 
 

@@ -9,12 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
-from sqlalchemy import text
 
 from pixelbatch import access, batches, intake
 from pixelbatch.api import schemas
 from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
-from pixelbatch.db import migrate
+from pixelbatch.db.health import database_status
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import output_csv_url
@@ -323,16 +322,13 @@ def healthz() -> schemas.Health:
     summary="Readiness: database reachable and migrated",
 )
 def readyz(request: Request) -> Response:
-    runtime = _runtime(request)
-    try:
-        with runtime.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        if not migrate.is_up_to_date(runtime.engine):
-            return JSONResponse(
-                status_code=503,
-                content={"status": "unavailable", "detail": "database schema is not migrated"},
-            )
-    except Exception:
+    status = database_status(_runtime(request).engine)
+    if status == "unmigrated":
+        return JSONResponse(
+            status_code=503,
+            content={"status": "unavailable", "detail": "database schema is not migrated"},
+        )
+    if status == "unreachable":
         return JSONResponse(
             status_code=503, content={"status": "unavailable", "detail": "database unreachable"}
         )

@@ -15,9 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from pixelbatch.db import api_keys
 from pixelbatch.db.models import ApiKey, utcnow
 from pixelbatch.errors import InvalidInput, NotFound, PixelbatchError
 from pixelbatch.webhooks.signing import new_secret
@@ -84,7 +84,7 @@ def authenticate(session: Session, presented: str | None) -> Principal:
     match = KEY_RE.match(presented.strip())
     row = None
     if match:
-        row = session.scalar(select(ApiKey).where(ApiKey.prefix == match.group(1)))
+        row = api_keys.key_by_prefix(session, match.group(1))
     # Compare even when no row matched, so timing does not tell which prefixes exist.
     expected = row.key_hash if row is not None else _hash("pb_nothing")
     valid = hmac.compare_digest(expected, _hash(presented.strip()))
@@ -97,28 +97,22 @@ def authenticate(session: Session, presented: str | None) -> Principal:
 def touch_key(session: Session, key_id: uuid.UUID) -> None:
     """Record that a key was used. Callers do it only when ``last_used_stale``: a write per
     request would queue every status poll behind the workers for SQLite's one write lock."""
-    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
+    api_keys.mark_key_used(session, key_id)
 
 
 def list_keys(session: Session) -> list[ApiKey]:
-    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+    return api_keys.all_keys(session)
 
 
 def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
-    query = select(ApiKey)
     try:
-        query = query.where(ApiKey.id == uuid.UUID(key_id_or_prefix))
+        key_id = uuid.UUID(key_id_or_prefix)
     except ValueError:
-        query = query.where(ApiKey.prefix == key_id_or_prefix.removeprefix("pb_")[:12])
-    row = session.scalar(query)
+        row = api_keys.key_by_prefix(session, key_id_or_prefix.removeprefix("pb_")[:12])
+    else:
+        row = api_keys.key_by_id(session, key_id)
     if row is None:
         raise NotFound(f"no API key {key_id_or_prefix!r}")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     return row
-
-
-def webhook_secret_for(session: Session, key_id: uuid.UUID | None) -> str | None:
-    if key_id is None:
-        return None
-    return session.scalar(select(ApiKey.webhook_secret).where(ApiKey.id == key_id))

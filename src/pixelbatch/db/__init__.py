@@ -1,1 +1,1 @@
-"""Database: models, engine, migrations and the queries that move state."""
+"""Database: models, engine, migrations, and every query, one module per job."""

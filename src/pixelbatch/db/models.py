@@ -77,7 +77,10 @@ class BatchStatus(enum.StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self not in (BatchStatus.PENDING, BatchStatus.PROCESSING)
+        return self not in ACTIVE_BATCH_STATES
+
+
+ACTIVE_BATCH_STATES = (BatchStatus.PENDING, BatchStatus.PROCESSING)
 
 
 class ImageStatus(enum.StrEnum):

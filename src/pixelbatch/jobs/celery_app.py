@@ -1,7 +1,7 @@
 """The distributed dispatcher: Celery workers running the same routine as the embedded mode.
 
 Messages are doorbells, not work lists. A ``work`` task leases one chunk of images from the
-database (shared fairly across the active batches, see ``queries.claim_images``) and runs
+database (shared fairly across the active batches, see ``db.images.claim_images``) and runs
 the routine on it; the database stays the only record of what is left to do. A full chunk
 rings the bell once more, so the queue keeps moving while work remains, and a sweeper in
 every worker's main process rings it again when messages were lost (a broker restarted
@@ -26,8 +26,9 @@ from typing import Any
 from celery import Celery, signals
 from sqlalchemy.exc import OperationalError
 
-from pixelbatch.db import queries
 from pixelbatch.db.engine import transaction
+from pixelbatch.db.images import claim_images, count_claimable
+from pixelbatch.db.outbox import count_due_deliveries
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.memory import tune_malloc
@@ -146,7 +147,7 @@ def work() -> int:
     state = _worker_state()
     settings = state.runtime.settings
     with transaction(state.runtime.sessions) as session:
-        items = queries.claim_images(
+        items = claim_images(
             session,
             owner=state.owner,
             limit=settings.chunk_size,
@@ -221,8 +222,8 @@ class Sweeper:
     def sweep(self) -> None:
         settings = self.runtime.settings
         with transaction(self.runtime.sessions) as session:
-            claimable = queries.count_claimable(session)
-            due_webhooks = queries.count_due_deliveries(session)
+            claimable = count_claimable(session)
+            due_webhooks = count_due_deliveries(session)
         if claimable:
             wanted = doorbells_for(claimable, settings)
             queued = queued_messages()

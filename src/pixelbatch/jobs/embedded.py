@@ -12,11 +12,8 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import update
-
-from pixelbatch.db import queries
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.models import Image, ImageStatus
+from pixelbatch.db.images import ClaimedImage, claim_images, release_leases
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.routine import handle_image
@@ -80,11 +77,7 @@ class EmbeddedWorker:
 
     def _release_leases(self) -> None:
         with transaction(self.runtime.sessions) as session:
-            session.execute(
-                update(Image)
-                .where(Image.lease_owner == self.owner, Image.status == ImageStatus.PROCESSING)
-                .values(status=ImageStatus.PENDING, lease_owner=None, lease_until=None)
-            )
+            release_leases(session, self.owner)
 
     def _dispatch_loop(self) -> None:
         settings = self.runtime.settings
@@ -104,7 +97,7 @@ class EmbeddedWorker:
 
     def _claim(self, room: int) -> int:
         with transaction(self.runtime.sessions) as session:
-            items = queries.claim_images(
+            items = claim_images(
                 session,
                 owner=self.owner,
                 limit=room,
@@ -116,7 +109,7 @@ class EmbeddedWorker:
             self._downloads.submit(self._run_one, item)
         return len(items)
 
-    def _run_one(self, item: queries.ClaimedImage) -> None:
+    def _run_one(self, item: ClaimedImage) -> None:
         try:
             handle_image(self.runtime, item, self.owner, self._transforms)
         except Exception:

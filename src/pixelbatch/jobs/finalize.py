@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pixelbatch.catalog import OutputRow, format_image_error, write_output_csv
-from pixelbatch.db import queries
+from pixelbatch.db import batch_lifecycle
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product
 from pixelbatch.runtime import Runtime
@@ -54,7 +54,7 @@ def _rows(runtime: Runtime, batch_id: uuid.UUID) -> Iterator[OutputRow]:
     after = 0
     while True:
         with transaction(runtime.sessions) as session:
-            page = queries.output_rows_page(session, batch_id, after, PAGE_SIZE)
+            page = batch_lifecycle.output_rows_page(session, batch_id, after, PAGE_SIZE)
         if not page:
             return
         for product, images in page:
@@ -73,7 +73,7 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
     worker holds or finished the job."""
     with transaction(runtime.sessions) as session:
         lease = runtime.settings.finalize_lease_seconds
-        if not queries.claim_finalization(session, batch_id, lease):
+        if not batch_lifecycle.claim_finalization(session, batch_id, lease):
             return False
         batch = session.get(Batch, batch_id)
         assert batch is not None
@@ -108,7 +108,7 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
             },
             "message": message,
         }
-        finished = queries.complete_batch(
+        finished = batch_lifecycle.complete_batch(
             session,
             batch_id,
             status=status,
@@ -125,7 +125,7 @@ def finalize_ready_batches(runtime: Runtime, only: uuid.UUID | None = None) -> l
     """Finalise every batch whose images are all recorded but that no live finaliser holds:
     the recovery path when a worker died between its last image and the output CSV."""
     with transaction(runtime.sessions) as session:
-        ready = queries.batches_ready_to_finalize(session)
+        ready = batch_lifecycle.batches_ready_to_finalize(session)
     return [
         batch_id
         for batch_id in ready

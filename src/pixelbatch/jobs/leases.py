@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from pixelbatch.db import queries
+from pixelbatch.db import images
 from pixelbatch.db.engine import transaction
 from pixelbatch.runtime import Runtime
 
@@ -54,7 +54,7 @@ class LeaseKeeper:
         if not ids:
             return
         with transaction(self.runtime.sessions) as session:
-            queries.renew_leases(
+            images.renew_leases(
                 session,
                 owner=self.owner,
                 ids=ids,

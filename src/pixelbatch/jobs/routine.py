@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelbatch.db import queries
+from pixelbatch.db import images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch
 from pixelbatch.errors import PixelbatchError
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     image_id: int
     batch_id: uuid.UUID
-    success: queries.ImageSuccess | None = None
+    success: images.ImageSuccess | None = None
     error_code: str | None = None
     error_message: str | None = None
     duration_ms: float = 0.0
@@ -45,7 +45,7 @@ def output_key(batch_id: uuid.UUID, row_number: int, position: int, extension: s
 
 
 def produce(
-    item: queries.ClaimedImage, fetcher: Fetcher, storage: Storage, runner: TransformRunner
+    item: images.ClaimedImage, fetcher: Fetcher, storage: Storage, runner: TransformRunner
 ) -> Outcome:
     """Fetch, transform and store one image. Never raises: every failure becomes an Outcome.
 
@@ -73,7 +73,7 @@ def produce(
             "internal error processing image",
             elapsed(),
         )
-    success = queries.ImageSuccess(
+    success = images.ImageSuccess(
         output_key=key,
         content_type=result.content_type,
         bytes_in=len(fetched.data),
@@ -92,9 +92,9 @@ def record(sessions: sessionmaker[Session], outcome: Outcome, owner: str) -> boo
     """Record the outcome once; returns True when this recording completed its batch."""
     with transaction(sessions) as session:
         if outcome.success is not None:
-            recorded = queries.record_success(session, outcome.image_id, owner, outcome.success)
+            recorded = images.record_success(session, outcome.image_id, owner, outcome.success)
         else:
-            recorded = queries.record_failure(
+            recorded = images.record_failure(
                 session,
                 outcome.image_id,
                 owner,
@@ -110,7 +110,7 @@ def record(sessions: sessionmaker[Session], outcome: Outcome, owner: str) -> boo
 
 
 def handle_image(
-    runtime: Runtime, item: queries.ClaimedImage, owner: str, runner: TransformRunner
+    runtime: Runtime, item: images.ClaimedImage, owner: str, runner: TransformRunner
 ) -> bool:
     """Process one leased image; returns True if it was its batch's last and this call
     finalised the batch."""
@@ -120,7 +120,7 @@ def handle_image(
 
 def process_chunk(
     runtime: Runtime,
-    items: Sequence[queries.ClaimedImage],
+    items: Sequence[images.ClaimedImage],
     owner: str,
     runner: TransformRunner,
     threads: int,
@@ -129,7 +129,7 @@ def process_chunk(
     """Process a chunk with its downloads overlapped: while one image decodes, others fetch.
     Returns how many batches this chunk finalised."""
 
-    def one(item: queries.ClaimedImage) -> bool:
+    def one(item: images.ClaimedImage) -> bool:
         try:
             return handle_image(runtime, item, owner, runner)
         finally:

@@ -17,12 +17,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from pixelbatch.db import queries
+from pixelbatch.db import outbox
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.models import ApiKey, Batch, utcnow
+from pixelbatch.db.models import utcnow
 from pixelbatch.errors import FetchError
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
@@ -46,15 +43,6 @@ def encode_payload(payload: dict[str, object]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
-def client_secret(session: Session, batch_id: uuid.UUID) -> str | None:
-    """The webhook secret of the API key that uploaded the batch, if any."""
-    return session.scalar(
-        select(ApiKey.webhook_secret)
-        .join(Batch, Batch.api_key_id == ApiKey.id)
-        .where(Batch.id == batch_id)
-    )
-
-
 @dataclass(frozen=True)
 class _Due:
     """What one attempt needs, copied out of the claiming transaction."""
@@ -70,14 +58,19 @@ class _Due:
 def _claim_one(runtime: Runtime) -> _Due | None:
     settings = runtime.settings
     with transaction(runtime.sessions) as session:
-        due = queries.claim_due_deliveries(
+        due = outbox.claim_due_deliveries(
             session, limit=1, lease_seconds=settings.webhook_timeout * 3 + 30
         )
         if not due:
             return None
         d = due[0]
         return _Due(
-            d.id, d.event_id, d.url, d.payload, d.attempts, client_secret(session, d.batch_id)
+            d.id,
+            d.event_id,
+            d.url,
+            d.payload,
+            d.attempts,
+            outbox.uploader_webhook_secret(session, d.batch_id),
         )
 
 
@@ -133,7 +126,7 @@ def deliver_due(runtime: Runtime, limit: int = 20) -> int:
         if not delivered:
             log.warning("webhook %s attempt %d failed: %s", item.event_id, attempt_number, error)
         with transaction(runtime.sessions) as session:
-            queries.record_delivery_attempt(
+            outbox.record_delivery_attempt(
                 session,
                 item.id,
                 status_code=status_code,

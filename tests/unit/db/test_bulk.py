@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch import batches
 from pixelbatch.catalog import CsvRejected
-from pixelbatch.db import queries
+from pixelbatch.db import bulk
 from pixelbatch.db.engine import transaction
+from pixelbatch.db.images import link_duplicate_urls
 from pixelbatch.db.models import Batch, Image, ImageStatus, Product
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
@@ -63,13 +64,13 @@ AWKWARD = ["tab\there", "new\nline", "back\\slash", "\\N", 'quo"te', "ünï€od
 
 def test_rows_are_stored_exactly(sessions: sessionmaker[Session]) -> None:
     new = [
-        queries.NewProduct(2, "S-1", "Shoe", ["Acme", "red"], ["http://h/a.jpg", "http://h/b.jpg"]),
-        queries.NewProduct(3, AWKWARD[0], AWKWARD[1], AWKWARD, ["http://h/c.jpg?x=1&y=%20"]),
-        queries.NewProduct(5, AWKWARD[3], AWKWARD[2], [], ["http://h/d.jpg"]),
+        bulk.NewProduct(2, "S-1", "Shoe", ["Acme", "red"], ["http://h/a.jpg", "http://h/b.jpg"]),
+        bulk.NewProduct(3, AWKWARD[0], AWKWARD[1], AWKWARD, ["http://h/c.jpg?x=1&y=%20"]),
+        bulk.NewProduct(5, AWKWARD[3], AWKWARD[2], [], ["http://h/d.jpg"]),
     ]
     with transaction(sessions) as session:
         batch_id = _new_batch(session)  # not flushed: insert_products must flush it first
-        assert queries.insert_products(session, batch_id, new) == 4
+        assert bulk.insert_products(session, batch_id, new) == 4
     with transaction(sessions) as session:
         products = session.scalars(select(Product).order_by(Product.row_number)).all()
         got = [(p.row_number, p.serial, p.name, p.extra, p.batch_id) for p in products]
@@ -90,18 +91,16 @@ def test_ids_follow_csv_order_across_slices(sessions: sessionmaker[Session]) -> 
     """Slices whose row ranges interleave (the reader never produces them, but callers may)
     still map every image to its own product; ids grow in the order rows were given."""
     slices = [
-        [queries.NewProduct(r, f"s{r}", "p", [], [f"http://h/{r}/{k}" for k in range(r % 3 + 1)])]
+        [bulk.NewProduct(r, f"s{r}", "p", [], [f"http://h/{r}/{k}" for k in range(r % 3 + 1)])]
         for r in (2, 9)
     ]
-    slices.append([queries.NewProduct(r, f"s{r}", "p", [], [f"http://h/{r}/0"]) for r in (4, 5)])
-    slices.append([queries.NewProduct(r, f"s{r}", "p", [], [f"http://h/{r}/0"]) for r in (10, 3)])
+    slices.append([bulk.NewProduct(r, f"s{r}", "p", [], [f"http://h/{r}/0"]) for r in (4, 5)])
+    slices.append([bulk.NewProduct(r, f"s{r}", "p", [], [f"http://h/{r}/0"]) for r in (10, 3)])
     with transaction(sessions) as session:
         batch_id = _new_batch(session)
         other = _new_batch(session)  # another batch's rows must not be picked up
-        queries.insert_products(
-            session, other, [queries.NewProduct(4, "x", "p", [], ["http://o/"])]
-        )
-        total = sum(queries.insert_products(session, batch_id, s) for s in slices)
+        bulk.insert_products(session, other, [bulk.NewProduct(4, "x", "p", [], ["http://o/"])])
+        total = sum(bulk.insert_products(session, batch_id, s) for s in slices)
     order = [p.row_number for s in slices for p in s]
     with transaction(sessions) as session:
         rows = session.execute(
@@ -125,13 +124,13 @@ def test_ids_follow_csv_order_across_slices(sessions: sessionmaker[Session]) -> 
 
 def test_nothing_to_insert(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as session:
-        assert queries.insert_products(session, _new_batch(session), []) == 0
+        assert bulk.insert_products(session, _new_batch(session), []) == 0
 
 
 def test_rows_belong_to_the_callers_transaction(sessions: sessionmaker[Session]) -> None:
-    new = [queries.NewProduct(i + 2, str(i), "p", [], [f"http://h/{i}"]) for i in range(50)]
+    new = [bulk.NewProduct(i + 2, str(i), "p", [], [f"http://h/{i}"]) for i in range(50)]
     with pytest.raises(RuntimeError), transaction(sessions) as session:
-        queries.insert_products(session, _new_batch(session), new)
+        bulk.insert_products(session, _new_batch(session), new)
         raise RuntimeError("caller fails after the insert")
     with transaction(sessions) as session:
         for model in (Batch, Product, Image):
@@ -143,10 +142,8 @@ def test_duplicates_link_to_the_first_occurrence(sessions: sessionmaker[Session]
     with transaction(sessions) as session:
         batch_id = _new_batch(session)
         for i, u in enumerate(urls):  # one slice per product
-            queries.insert_products(
-                session, batch_id, [queries.NewProduct(i + 2, str(i), "p", [], u)]
-            )
-        assert queries.link_duplicate_urls(session, batch_id) == 2
+            bulk.insert_products(session, batch_id, [bulk.NewProduct(i + 2, str(i), "p", [], u)])
+        assert link_duplicate_urls(session, batch_id) == 2
         images = session.scalars(select(Image).order_by(Image.id)).all()
     first_a = images[0]
     assert first_a.url == "http://h/a" and first_a.duplicate_of is None
@@ -223,12 +220,12 @@ def test_submit_batch_rejected_late_stores_nothing(
 
 @given(st.lists(st.text()) | st.lists(st.one_of(st.integers(), st.none(), st.text())))
 def test_extra_is_encoded_as_json_dumps_would(values: list[str]) -> None:
-    assert queries._json_list(values) == json.dumps(values)
+    assert bulk._json_list(values) == json.dumps(values)
 
 
 @pytest.mark.parametrize(
     ("model", "columns"),
-    [(Product, queries._PRODUCT_COLUMNS), (Image, queries._IMAGE_COLUMNS)],
+    [(Product, bulk._PRODUCT_COLUMNS), (Image, bulk._IMAGE_COLUMNS)],
 )
 def test_bulk_insert_sets_every_defaulted_column(model: type, columns: tuple[str, ...]) -> None:
     """COPY and the raw executemany skip SQLAlchemy's column defaults: a column that gains

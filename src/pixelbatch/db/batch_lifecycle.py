@@ -1,0 +1,157 @@
+"""A batch's life after upload: one finaliser, its output pages, completion, cancel, retry.
+
+Like the image state machine, each change is a conditional UPDATE that names the state it
+expects, so racing callers change nothing twice. Callers own the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from pixelbatch.db import outbox
+from pixelbatch.db.models import (
+    ACTIVE_BATCH_STATES,
+    Batch,
+    BatchStatus,
+    Image,
+    ImageStatus,
+    Product,
+    utcnow,
+)
+
+
+def claim_finalization(session: Session, batch_id: uuid.UUID, lease_seconds: float) -> bool:
+    """Win the right to finalise a batch whose images are all recorded; only one caller does."""
+    now = utcnow()
+    result = session.execute(
+        update(Batch)
+        .where(
+            Batch.id == batch_id,
+            Batch.status.in_(ACTIVE_BATCH_STATES),
+            Batch.images_done + Batch.images_failed >= Batch.images_total,
+            or_(Batch.finalizer_lease_until.is_(None), Batch.finalizer_lease_until < now),
+        )
+        .values(finalizer_lease_until=now + timedelta(seconds=lease_seconds))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def batches_ready_to_finalize(session: Session) -> list[uuid.UUID]:
+    """Batches whose images are all recorded but that no live finaliser holds (crash recovery)."""
+    now = utcnow()
+    return list(
+        session.scalars(
+            select(Batch.id).where(
+                Batch.status.in_(ACTIVE_BATCH_STATES),
+                Batch.images_done + Batch.images_failed >= Batch.images_total,
+                or_(Batch.finalizer_lease_until.is_(None), Batch.finalizer_lease_until < now),
+            )
+        )
+    )
+
+
+def output_rows_page(
+    session: Session, batch_id: uuid.UUID, after_row: int, page_size: int
+) -> list[tuple[Product, list[Image]]]:
+    """One page of products with their images in CSV order; callers page by row number so
+    memory stays flat and no transaction stays open across a whole large batch."""
+    products = session.scalars(
+        select(Product)
+        .where(Product.batch_id == batch_id, Product.row_number > after_row)
+        .order_by(Product.row_number)
+        .limit(page_size)
+    ).all()
+    if not products:
+        return []
+    images: dict[int, list[Image]] = {p.id: [] for p in products}
+    for image in session.scalars(
+        select(Image).where(Image.product_id.in_(images.keys())).order_by(Image.position)
+    ):
+        images[image.product_id].append(image)
+    return [(product, images[product.id]) for product in products]
+
+
+def complete_batch(
+    session: Session,
+    batch_id: uuid.UUID,
+    *,
+    status: BatchStatus,
+    output_key: str | None,
+    message: str,
+    webhook_payload: dict[str, Any] | None,
+) -> bool:
+    """Set the final state and, in the same transaction, put the webhook in the outbox."""
+    now = utcnow()
+    result = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status.in_(ACTIVE_BATCH_STATES))
+        .values(status=status, output_key=output_key, message=message, finished_at=now)
+        .returning(Batch.webhook_url)
+    )
+    row = result.one_or_none()
+    if row is None:
+        return False
+    if row.webhook_url and webhook_payload is not None:
+        outbox.enqueue_delivery(session, batch_id, row.webhook_url, webhook_payload, now)
+    return True
+
+
+def cancel_batch(session: Session, batch_id: uuid.UUID) -> bool:
+    """Cancel an active batch and its unfinished images. False when it is not active.
+
+    Images are locked before the batch row, the order recording a result takes (image,
+    then its batch's counters): the opposite order deadlocks PostgreSQL when a worker
+    records an image of the batch at the moment it is cancelled. A savepoint undoes the
+    images if the batch turns out to have finished meanwhile.
+    """
+    now = utcnow()
+    with session.begin_nested() as savepoint:
+        session.execute(
+            update(Image)
+            .where(
+                Image.batch_id == batch_id,
+                Image.status.in_((ImageStatus.PENDING, ImageStatus.PROCESSING)),
+            )
+            .values(status=ImageStatus.CANCELLED, lease_until=None)
+        )
+        result = session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.status.in_(ACTIVE_BATCH_STATES))
+            .values(status=BatchStatus.CANCELLED, finished_at=now, message="cancelled by client")
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            savepoint.rollback()
+            return False
+    return True
+
+
+def retry_failed_images(session: Session, batch_id: uuid.UUID) -> int:
+    """Put a finished batch's failed images back in the queue; returns how many."""
+    batch = session.get(Batch, batch_id, with_for_update=True)
+    if batch is None or not batch.status.is_final or batch.status == BatchStatus.CANCELLED:
+        return 0
+    result = session.execute(
+        update(Image)
+        .where(Image.batch_id == batch_id, Image.status == ImageStatus.FAILED)
+        .values(status=ImageStatus.PENDING, error_code=None, error_message=None, attempts=0)
+    )
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    if count:
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                status=BatchStatus.PROCESSING,
+                images_failed=Batch.images_failed - count,
+                finished_at=None,
+                finalizer_lease_until=None,
+                output_key=None,
+                message=None,
+            )
+        )
+    return count

@@ -1,0 +1,306 @@
+"""The image state machine: claim (fairly across batches), renew, release, record once.
+
+Every change is a conditional UPDATE whose WHERE clause says which state it expects, so a
+duplicate delivery, a lost lease or two workers racing change nothing twice: the loser's
+UPDATE matches no row and it knows it lost. Callers own the transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from pixelbatch.db.models import (
+    ACTIVE_BATCH_STATES,
+    Batch,
+    BatchStatus,
+    Image,
+    ImageStatus,
+    Product,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class ClaimedImage:
+    id: int
+    batch_id: uuid.UUID
+    url: str
+    row_number: int
+    position: int
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImageSuccess:
+    output_key: str
+    content_type: str
+    bytes_in: int
+    bytes_out: int
+    width: int
+    height: int
+    source_format: str
+    source_quality: int | None
+    output_quality: int | None
+    duration_ms: float
+
+
+def claim_images(
+    session: Session,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    batch_id: uuid.UUID | None = None,
+) -> list[ClaimedImage]:
+    """Lease up to ``limit`` images that are pending or whose lease ran out.
+
+    The limit is shared fairly across the active batches, oldest first, so one large batch
+    cannot starve the others.
+    """
+    if limit <= 0:
+        return []
+    now = utcnow()
+    batch_query = (
+        select(Batch.id, Batch.options)
+        .where(Batch.status.in_(ACTIVE_BATCH_STATES))
+        .order_by(Batch.created_at)
+        .limit(limit)
+    )
+    if batch_id is not None:
+        batch_query = batch_query.where(Batch.id == batch_id)
+    batches = session.execute(batch_query).all()
+    if not batches:
+        return []
+    per_batch = max(1, -(-limit // len(batches)))
+    claimed: list[ClaimedImage] = []
+    # First an equal share each; then what is left goes to batches that had more to give.
+    hungry = []
+    for bid, options in batches:
+        take = min(per_batch, limit - len(claimed))
+        if take <= 0:
+            break
+        got = _claim_from_batch(session, bid, options, take, owner, now, lease_seconds)
+        claimed.extend(got)
+        if len(got) == take:
+            hungry.append((bid, options))
+    for bid, options in hungry:
+        take = limit - len(claimed)
+        if take <= 0:
+            break
+        claimed.extend(_claim_from_batch(session, bid, options, take, owner, now, lease_seconds))
+    return claimed
+
+
+def _claim_from_batch(
+    session: Session,
+    batch_id: uuid.UUID,
+    options: dict[str, Any],
+    take: int,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+) -> list[ClaimedImage]:
+    query = (
+        select(Image.id, Image.url, Image.position, Product.row_number)
+        .join(Product, Product.id == Image.product_id)
+        .where(Image.batch_id == batch_id, _claimable_now(now))
+        .order_by(Image.id)
+        .limit(take)
+    )
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Image)
+    rows = session.execute(query).all()
+    if not rows:
+        return []
+    session.execute(
+        update(Image)
+        .where(Image.id.in_([r.id for r in rows]))
+        .values(
+            status=ImageStatus.PROCESSING,
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=Image.attempts + 1,
+        )
+    )
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.PENDING)
+        .values(status=BatchStatus.PROCESSING, started_at=now)
+    )
+    return [
+        ClaimedImage(
+            id=r.id,
+            batch_id=batch_id,
+            url=r.url,
+            row_number=r.row_number,
+            position=r.position,
+            options=options,
+        )
+        for r in rows
+    ]
+
+
+def _claimable_now(now: datetime) -> Any:
+    return and_(
+        Image.duplicate_of.is_(None),
+        or_(
+            Image.status == ImageStatus.PENDING,
+            and_(Image.status == ImageStatus.PROCESSING, Image.lease_until < now),
+        ),
+    )
+
+
+def count_claimable(session: Session) -> int:
+    """Images of active batches that no live lease covers: work waiting for a worker."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Image)
+            .join(Batch, Batch.id == Image.batch_id)
+            .where(Batch.status.in_(ACTIVE_BATCH_STATES), _claimable_now(utcnow()))
+        )
+        or 0
+    )
+
+
+def renew_leases(session: Session, *, owner: str, ids: Iterable[int], lease_seconds: float) -> int:
+    id_list = list(ids)
+    if not id_list:
+        return 0
+    result = session.execute(
+        update(Image)
+        .where(
+            Image.id.in_(id_list),
+            Image.lease_owner == owner,
+            Image.status == ImageStatus.PROCESSING,
+        )
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_leases(session: Session, owner: str) -> int:
+    """Hand an owner's unfinished images back to the queue at once, so a worker that stops
+    cleanly does not leave them waiting for their leases to run out."""
+    result = session.execute(
+        update(Image)
+        .where(Image.lease_owner == owner, Image.status == ImageStatus.PROCESSING)
+        .values(status=ImageStatus.PENDING, lease_owner=None, lease_until=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _record(
+    session: Session, image_id: int, owner: str, values: dict[str, Any]
+) -> tuple[uuid.UUID, int] | None:
+    """Set an image's final values if we still hold its lease, and copy them to the images
+    of the same batch that repeat its URL (fetched once, recorded for each). Returns the
+    batch and how many images were recorded, or None when the lease was lost."""
+    now = utcnow()
+    batch_id = session.execute(
+        update(Image)
+        .where(
+            Image.id == image_id,
+            Image.status == ImageStatus.PROCESSING,
+            Image.lease_owner == owner,
+        )
+        .values(**values, lease_until=None, finished_at=now)
+        .returning(Image.batch_id)
+    ).scalar_one_or_none()
+    if batch_id is None:
+        return None
+    copies = session.execute(
+        update(Image)
+        .where(Image.duplicate_of == image_id, Image.status == ImageStatus.PENDING)
+        .values(**values, finished_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    return batch_id, 1 + int(copies)
+
+
+def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> bool:
+    """Record a processed image once. False when the lease was lost to another worker."""
+    recorded = _record(
+        session,
+        image_id,
+        owner,
+        {
+            "status": ImageStatus.DONE,
+            "output_key": outcome.output_key,
+            "content_type": outcome.content_type,
+            "bytes_in": outcome.bytes_in,
+            "bytes_out": outcome.bytes_out,
+            "width": outcome.width,
+            "height": outcome.height,
+            "source_format": outcome.source_format,
+            "source_quality": outcome.source_quality,
+            "output_quality": outcome.output_quality,
+            "duration_ms": outcome.duration_ms,
+            "error_code": None,
+            "error_message": None,
+        },
+    )
+    if recorded is None:
+        return False
+    batch_id, count = recorded
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values(
+            images_done=Batch.images_done + count,
+            bytes_in=Batch.bytes_in + outcome.bytes_in * count,
+            bytes_out=Batch.bytes_out + outcome.bytes_out * count,
+        )
+    )
+    return True
+
+
+def record_failure(
+    session: Session, image_id: int, owner: str, code: str, message: str, duration_ms: float
+) -> bool:
+    recorded = _record(
+        session,
+        image_id,
+        owner,
+        {
+            "status": ImageStatus.FAILED,
+            "error_code": code,
+            "error_message": message,
+            "duration_ms": duration_ms,
+        },
+    )
+    if recorded is None:
+        return False
+    batch_id, count = recorded
+    session.execute(
+        update(Batch).where(Batch.id == batch_id).values(images_failed=Batch.images_failed + count)
+    )
+    return True
+
+
+def link_duplicate_urls(session: Session, batch_id: uuid.UUID) -> int:
+    """Point every repeat of a URL within a batch at its first occurrence, so it is fetched
+    and processed once. Returns how many images are repeats."""
+    first = (
+        select(func.min(Image.id))
+        .where(Image.batch_id == batch_id)
+        .group_by(Image.url)
+        .having(func.count() > 1)
+    )
+    primaries = select(Image.id, Image.url).where(Image.id.in_(first)).subquery()
+    result = session.execute(
+        update(Image)
+        .where(
+            Image.batch_id == batch_id,
+            Image.url == primaries.c.url,
+            Image.id != primaries.c.id,
+        )
+        .values(duplicate_of=primaries.c.id)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,46 @@
+"""Batches with products and images, and outcomes to record, for the database tests."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pixelbatch.db.bulk import NewProduct, insert_products
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.images import ImageSuccess
+from pixelbatch.db.models import Batch
+from pixelbatch.transform import TransformOptions
+
+
+def new_batch(
+    sessions: sessionmaker[Session], products: int, urls_per_product: int = 1
+) -> uuid.UUID:
+    batch_id = uuid.uuid4()
+    with transaction(sessions) as session:
+        session.add(
+            Batch(
+                id=batch_id,
+                input_filename="x.csv",
+                input_key=f"{batch_id}/input.csv",
+                options=TransformOptions().model_dump(mode="json"),
+                extra_columns=[],
+            )
+        )
+        session.flush()
+        new = [
+            NewProduct(
+                i + 2, str(i), f"p{i}", [], [f"http://h/{i}/{j}" for j in range(urls_per_product)]
+            )
+            for i in range(products)
+        ]
+        images = insert_products(session, batch_id, new)
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        batch.products_total = products
+        batch.images_total = images
+    return batch_id
+
+
+def success(key: str = "k") -> ImageSuccess:
+    return ImageSuccess(key, "image/jpeg", 10, 5, 1, 1, "JPEG", 90, 45, 1.0)

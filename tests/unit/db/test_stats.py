@@ -1,0 +1,30 @@
+"""status_counts: what the metrics endpoint reports, straight from the database."""
+
+from __future__ import annotations
+
+from pixelbatch.db import batch_lifecycle, images
+from pixelbatch.db.engine import reading, transaction
+from pixelbatch.db.models import BatchStatus
+from pixelbatch.db.stats import status_counts
+from tests.unit.db.factories import new_batch, success
+
+
+def test_counts_by_status_leave_out_finished_batches_images(sessions) -> None:
+    done = new_batch(sessions, 2)
+    with transaction(sessions) as s:
+        for item in images.claim_images(s, owner="w", limit=2, lease_seconds=60, batch_id=done):
+            images.record_success(s, item.id, "w", success())
+        batch_lifecycle.complete_batch(
+            s,
+            done,
+            status=BatchStatus.COMPLETED,
+            output_key="o",
+            message="m",
+            webhook_payload=None,
+        )
+    new_batch(sessions, 3)
+    with reading(sessions) as s:
+        counts = status_counts(s)
+    assert counts.batches == {"COMPLETED": 1, "PENDING": 1}
+    assert counts.images == {"PENDING": 3}
+    assert counts.deliveries == {}
