@@ -10,6 +10,13 @@ from pydantic import SecretStr
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.settings import Settings
 
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+
+
+def new_secret(prefix: str = WEBHOOK_SECRET_PREFIX) -> str:
+    """256 random bits, base64; webhook secrets carry the Standard Webhooks ``whsec_``."""
+    return prefix + base64.b64encode(secrets.token_bytes(32)).decode()
+
 
 def load_or_create(
     settings: Settings, configured: SecretStr | None, filename: str, prefix: str = ""
@@ -28,7 +35,7 @@ def load_or_create(
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = prefix + base64.b64encode(secrets.token_bytes(32)).decode()
+    value = new_secret(prefix)
     path.write_text(value + "\n")
     path.chmod(0o600)
     return value

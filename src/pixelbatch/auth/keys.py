@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from pixelbatch.db import api_keys
 from pixelbatch.db.models import ApiKey, utcnow
 from pixelbatch.errors import InvalidInput, NotFound, PixelbatchError
-from pixelbatch.webhooks.signing import new_secret
+from pixelbatch.secrets import new_secret
 
 KEY_RE = re.compile(r"^pb_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{32,64})$")
 LAST_USED_RESOLUTION = timedelta(minutes=1)

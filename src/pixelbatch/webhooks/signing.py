@@ -8,14 +8,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 import time
 
 from pixelbatch.errors import PixelbatchError
-from pixelbatch.secrets import load_or_create
+from pixelbatch.secrets import WEBHOOK_SECRET_PREFIX, load_or_create, new_secret
 from pixelbatch.settings import Settings
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+SECRET_PREFIX = WEBHOOK_SECRET_PREFIX
 SECRET_FILE = "webhook_secret"  # noqa: S105 - a file name
 
 
@@ -41,10 +40,6 @@ def decode_secret(secret: str) -> bytes:
     if not key:
         raise ValueError("webhook secret is empty")
     return key
-
-
-def new_secret() -> str:
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def load_or_create_secret(settings: Settings) -> str:
@@ -96,3 +91,15 @@ def verify(
     expected = sign(secret, msg_id, timestamp, body)
     if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
         raise InvalidSignature("no matching webhook signature")
+
+
+__all__ = [
+    "SECRET_PREFIX",
+    "InvalidSignature",
+    "decode_secret",
+    "load_or_create_secret",
+    "new_secret",
+    "sign",
+    "signature_headers",
+    "verify",
+]
