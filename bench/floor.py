@@ -89,7 +89,8 @@ int main(int argc, char **argv) {
         unsigned char *rgb = malloc((size_t)w * h * 3);
         if (tjDecompress2(d, jpg, size, rgb, w, 0, h, TJPF_RGB, 0)) _exit(4);
         unsigned char *out = NULL; unsigned long outsize = 0;
-        if (tjCompress2(c, rgb, w, 0, h, TJPF_RGB, &out, &outsize, TJSAMP_420, quals[i], 0)) _exit(5);
+        if (tjCompress2(c, rgb, w, 0, h, TJPF_RGB, &out, &outsize, TJSAMP_420, quals[i], 0))
+          _exit(5);
         tjFree(out); free(rgb); free(jpg);
       }
       _exit(0);

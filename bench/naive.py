@@ -30,7 +30,7 @@ def main() -> None:
             im = Image.open(io.BytesIO(data))
             fmt = im.format or "JPEG"
             im.save(out / f"{index}.{fmt.lower()}", format=fmt, quality=50)
-        except Exception as exc:  # noqa: BLE001 - count, keep going
+        except Exception as exc:  # count, keep going
             failed += 1
             print(f"{url}: {exc}", file=sys.stderr)
     seconds = time.perf_counter() - started

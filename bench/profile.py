@@ -22,7 +22,10 @@ from pathlib import Path
 
 from bench import corpus as corpus_mod
 from bench import procs
-from bench import run as bench_run
+from bench.config import Config
+from bench.distributed import Distributed
+from bench.measure import run_batch, workload
+from bench.subject import use_code
 
 
 def summarise(path: Path, top: int) -> str:
@@ -68,8 +71,8 @@ def main() -> None:
     p.add_argument("--code", choices=("worktree", "head"), default="worktree")
     a = p.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(procs.python()).parent / "py-spy")
-    cfg = bench_run.Config(code=a.code)
-    print("measuring", bench_run.use_code(cfg))
+    cfg = Config(code=a.code)
+    print("measuring", use_code(cfg))
     corpus = corpus_mod.build("full")
     workdir = Path(tempfile.mkdtemp(prefix="profile-", dir=corpus_mod.CACHE))
     server = procs.ImageServer(corpus.directory, 0.05, 0)
@@ -78,7 +81,7 @@ def main() -> None:
         "PIXELBATCH_FETCH_ALLOW": server.allow,
         "PIXELBATCH_FETCH_ALLOWED_PORTS": str(server.port),
     }
-    wl = bench_run.workload(corpus, a.products * 3, "prof")
+    wl = workload(corpus, a.products * 3, "prof")
     dist = None
     api = None
     try:
@@ -87,13 +90,13 @@ def main() -> None:
             roots = [api.pid]
             url = api.base_url
         else:
-            dist = bench_run.Distributed(cfg, env, workdir)
+            dist = Distributed(cfg, env, workdir)
             url = dist.start_api().base_url
             dist.scale(1 if a.mode == "dist1" else 2)
             roots = [dist.api.pid, *(w.pid for w in dist.workers)]  # type: ignore[union-attr]
         result: dict[str, object] = {}
         batch = threading.Thread(
-            target=lambda: result.update(bench_run.run_batch(url, wl.csv(server.base_url, 3), 10))
+            target=lambda: result.update(run_batch(url, wl.csv(server.base_url, 3), 10))
         )
         batch.start()
         time.sleep(3)  # let the pipeline fill

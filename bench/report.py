@@ -1,0 +1,191 @@
+"""What the samples mean: medians, ratios to the floor, the issue's targets, the printed table.
+
+Works on a partial report too (a run of a few modes): a ratio or target whose modes were
+not measured is None / "n/a", never an error.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.measure import pct
+
+
+def summarise(
+    report: dict[str, Any],
+    samples: dict[str, list[dict[str, Any]]],
+    latencies: dict[str, list[float]],
+    memory: list[dict[str, Any]],
+    t_start: float,
+) -> None:
+    """Fold the raw samples into ``report``: medians per mode, latency percentiles, memory,
+    ratios, targets, and how much of the machine other processes took meanwhile."""
+    for mode, rows in samples.items():
+        if rows:
+            report["results"][mode] = {
+                "rounds": rows,
+                "median_images_per_s": statistics.median(r["images_per_s"] for r in rows),
+                "median_mp_per_s": statistics.median(r["mp_per_s"] for r in rows),
+                "failed": sum(int(r.get("failed", 0)) for r in rows),
+            }
+    for mode, values in latencies.items():
+        report["status_latency_ms"][mode] = {
+            "n": len(values),
+            "p50": round(pct(values, 50), 1),
+            "p99": round(pct(values, 99), 1),
+            "max": round(max(values), 1) if values else None,
+        }
+    report["memory"] = memory
+    report["ratios"] = ratios(report["results"])
+    report["targets"] = targets(report)
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
+    report["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    foreign = sum(r["cpu"]["foreign"] for rows in samples.values() for r in rows)
+    walls = sum(r["cpu"]["wall_s"] for rows in samples.values() for r in rows)
+    report["foreign_cpu_share"] = round(foreign / max(1e-9, walls * (os.cpu_count() or 1)), 3)
+    if report["foreign_cpu_share"] > 0.05:
+        report["notes"].append(
+            f"other processes used {report['foreign_cpu_share']:.0%} of the machine's CPU "
+            "during the measurements: the figures are skewed, rerun on a quiet machine"
+        )
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    def mp(mode: str) -> float | None:
+        r = results.get(mode)
+        return r["median_mp_per_s"] if r else None
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    return {
+        "embedded/floor": div(mp("embedded"), mp("floor")),
+        "dist2/floor": div(mp("dist2"), mp("floor")),
+        "dist1/floor": div(mp("dist1"), mp("floor")),
+        "embedded/naive": div(mp("embedded"), mp("naive")),
+        "dist2/dist1": div(mp("dist2"), mp("dist1")),
+        "floor/turbojpeg": div(mp("floor"), mp("turbojpeg")),
+        "floor/naive (ceiling of embedded/naive)": div(mp("floor"), mp("naive")),
+        "floor 2 proc/1 proc (ceiling of 2w/1w)": div(mp("floor"), mp("floor1")),
+    }
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    r = report["ratios"]
+
+    def add(name: str, value: float | None, op: str, bound: float) -> None:
+        ok = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out.append(
+            {
+                "target": name,
+                "value": value,
+                "bound": f"{op} {bound}",
+                "result": "n/a" if ok is None else ("PASS" if ok else "MISS"),
+            }
+        )
+
+    add("embedded/floor", r["embedded/floor"], ">=", 0.85)
+    add("distributed 2 workers/floor", r["dist2/floor"], ">=", 0.80)
+    add("embedded/naive", r["embedded/naive"], ">=", 4.0)
+    add("2 workers/1 worker", r["dist2/dist1"], ">=", 1.8)
+    lat = report["status_latency_ms"]
+    p99 = max((v["p99"] for k, v in lat.items() if "idle" not in k), default=None)
+    add("status p99 while a batch runs (ms, worst mode)", p99, "<=", 50)
+    workers = [
+        m["peak_rss_mb"]
+        for m in report["memory"]
+        if str(m["role"]).startswith(("worker", "embedded"))
+    ]
+    add("peak RSS per worker process (MB)", max(workers, default=None), "<=", 300)
+    large = report.get("large_csv", {})
+    if large:
+        rows = next(iter(large.values()))["rows"]
+        add(
+            f"{rows:,}-row CSV: seconds to 202 (worst mode)",
+            max(v["seconds_to_202"] for v in large.values()),
+            "<=",
+            5.0,
+        )
+        add(
+            f"{rows:,}-row CSV: API memory growth (MB, worst mode)",
+            max(v["growth_mb"] for v in large.values()),
+            "<=",
+            100,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def print_report(report: dict[str, Any], path: Path) -> None:
+    res = report["results"]
+    print()
+    print(
+        f"pixelbatch benchmark — {report['machine'].get('cpu', '?')}, "
+        f"{report['machine']['cpus']} cpus, Pillow {report['machine'].get('pillow')}; "
+        f"corpus {report['corpus']['files']} files, "
+        f"{report['corpus']['mean_megapixels']} MP mean, "
+        f"latency {report['config']['latency'] * 1000:.0f} ms"
+    )
+    print(f"{'mode':<12}{'images':>8}{'img/s':>9}{'MP/s':>9}   rounds (MP/s)")
+    labels = {
+        "floor": "floor",
+        "floor1": "floor 1 proc",
+        "turbojpeg": "turbojpeg*",
+        "naive": "naive",
+        "embedded": "embedded",
+        "dist1": "dist 1 wkr",
+        "dist2": "dist 2 wkr",
+    }
+    for mode, label in labels.items():
+        if mode in res:
+            r = res[mode]
+            rounds = ", ".join(f"{x['mp_per_s']:.1f}" for x in r["rounds"])
+            print(
+                f"{label:<12}{r['rounds'][0]['images']:>8}{r['median_images_per_s']:>9.2f}"
+                f"{r['median_mp_per_s']:>9.2f}   {rounds}"
+                + (f"  ({r['failed']} failed)" if r["failed"] else "")
+            )
+    if "turbojpeg" in res:
+        print("  * libjpeg-turbo from C, JPEG files only, no Huffman optimisation")
+    print()
+    print(
+        "ratios (MP/s medians): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in report["ratios"].items() if v is not None)
+    )
+    print(
+        "status latency (ms): "
+        + "; ".join(
+            f"{m} p50 {v['p50']} p99 {v['p99']} (n={v['n']})"
+            for m, v in report["status_latency_ms"].items()
+        )
+    )
+    print("peak RSS (MB):")
+    for m in report["memory"]:
+        print(f"  {m['role']:<34}{m['process']:<24} pid {m['pid']:<8}{m['peak_rss_mb']:>8.1f}")
+    for mode, v in report.get("large_csv", {}).items():
+        print(
+            f"large CSV ({mode}): {v['rows']} rows {v['csv_mb']} MB → {v['status_code']} "
+            f"in {v['seconds_to_202']} s; API memory growth {v['growth_mb']} MB "
+            f"(RSS {v['rss_before_mb']} → {v['rss_after_mb']}); cancel "
+            f"{v.get('cancel_attempts')} in {v.get('cancel_s')} s → "
+            f"{v.get('status_after_cancel')}"
+        )
+    print()
+    print("targets:")
+    for t in report["targets"]:
+        value = t["value"]
+        shown = "—" if value is None else (f"{value:.3f}" if isinstance(value, float) else value)
+        print(f"  {t['result']:<5} {t['target']:<50} {shown:>9}  (target {t['bound']})")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(
+        f"\nforeign CPU share {report['foreign_cpu_share']:.1%}; elapsed "
+        f"{report['elapsed_s']} s; results: {path}"
+    )

@@ -1,0 +1,112 @@
+"""One run's rig: each mode's pools and processes, started and warmed once, stopped once.
+
+Each start warms its mode up, so no measured round pays for process start-up; ``close``
+stops whatever was started, also after a failure halfway through the set-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import corpus as corpus_mod
+from bench import floor as floor_mod
+from bench import procs
+from bench.config import CACHE, MODES, Config, log
+from bench.distributed import Distributed
+from bench.measure import Workload, run_batch, workload
+
+
+@dataclass
+class Rig:
+    """What the modes of one run share, and where their samples go."""
+
+    cfg: Config
+    corpus: corpus_mod.Corpus
+    server: procs.ImageServer
+    mem: procs.MemWatch
+    workdir: Path
+    base_env: dict[str, str]
+    report: dict[str, Any]
+    total: int  # images per measurement
+    sub: int  # images for the slow single-process modes
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {m: [] for m in MODES})
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    ledger: procs.CpuLedger = field(default_factory=procs.CpuLedger)
+    pillow: floor_mod.PillowFloor | None = None
+    pillow1: floor_mod.PillowFloor | None = None
+    tj_binary: Path | None = None
+    embedded: procs.Api | None = None
+    dist: Distributed | None = None
+    # (name, API URL, request id) of the warm-up batches: the idle-status control polls them
+    warm_batches: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def paths(self, files: list[corpus_mod.CorpusFile]) -> list[str]:
+        return [str(self.corpus.directory / f.name) for f in files]
+
+    def measure(self, mode: str, fn: Callable[[], dict[str, Any]]) -> None:
+        self.ledger.start()
+        sample = fn()
+        sample["cpu"] = self.ledger.stop()
+        self.samples[mode].append(sample)
+        log(
+            self.cfg,
+            f"  {mode:10s} {sample['images']:5d} images "
+            f"{sample['seconds']:7.2f} s {sample['images_per_s']:7.2f} img/s "
+            f"{sample['mp_per_s']:7.2f} MP/s  cpu {sample['cpu']}",
+        )
+
+    def start(self) -> None:
+        warm = workload(self.corpus, min(len(self.corpus.files), 8), "warm")
+        self._start_floors()
+        if "turbojpeg" in self.cfg.modes:
+            self._start_turbojpeg()
+        if "embedded" in self.cfg.modes:
+            self._start_embedded(warm)
+        if "dist1" in self.cfg.modes or "dist2" in self.cfg.modes:
+            self._start_distributed(warm)
+
+    def _start_floors(self) -> None:
+        if "floor" in self.cfg.modes:
+            self.pillow = floor_mod.PillowFloor()
+        self.pillow1 = floor_mod.PillowFloor(1) if "floor1" in self.cfg.modes else None
+        if self.pillow1 is not None:
+            self.pillow1.warm(self.paths(self.corpus.files[:2]))
+        if self.pillow is not None:
+            self.pillow.warm(self.paths(self.corpus.files))
+
+    def _start_turbojpeg(self) -> None:
+        self.tj_binary, note = floor_mod.build_turbojpeg(CACHE, log=lambda *a: log(self.cfg, *a))
+        self.report["turbojpeg_note"] = note
+        log(self.cfg, f"turbojpeg floor: {note}")
+
+    def _start_embedded(self, warm: Workload) -> None:
+        env = {**self.base_env, "PIXELBATCH_DATA_DIR": str(self.workdir / "embedded-data")}
+        self.embedded = procs.Api("embedded", env, self.workdir)
+        self.mem.add("embedded API (+ transform pool)", self.embedded.pid)
+        res = run_batch(
+            self.embedded.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz
+        )
+        self.warm_batches.append(("embedded", self.embedded.base_url, res["request_id"]))
+
+    def _start_distributed(self, warm: Workload) -> None:
+        self.dist = Distributed(self.cfg, self.base_env, self.workdir)
+        api = self.dist.start_api()
+        self.mem.add("distributed API", api.pid)
+        self.dist.scale(1)
+        self.mem.add("worker w1", self.dist.workers[0].pid)
+        res = run_batch(api.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz)
+        self.warm_batches.append(("distributed", api.base_url, res["request_id"]))
+
+    def close(self) -> None:
+        self.mem.stop()
+        for pool in (self.pillow, self.pillow1):
+            if pool is not None:
+                pool.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+        if self.dist is not None:
+            self.dist.close()
+        self.server.stop()

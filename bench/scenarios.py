@@ -1,0 +1,218 @@
+"""The run: every mode measured in interleaved rounds, one function per mode, then the large CSV.
+
+Interleaving (every mode once per round, medians over rounds) spreads slow drifts of the
+machine over all modes instead of skewing whichever mode ran last.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import corpus as corpus_mod
+from bench import floor as floor_mod
+from bench import procs
+from bench.config import CACHE, Config, log
+from bench.distributed import Distributed
+from bench.large_csv import large_csv
+from bench.measure import StatusProbe, Workload, rate, run_batch, subset_count, workload
+from bench.report import summarise
+from bench.rig import Rig
+from bench.subject import machine_info, use_code
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    t_start = time.monotonic()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    code = use_code(cfg)
+    log(cfg, f"measuring pixelbatch from {code}")
+    corpus = corpus_mod.build(cfg.corpus, log=lambda *a: log(cfg, *a))
+    total = cfg.products * cfg.images_per_product
+    sub = subset_count(cfg, corpus, total)
+    log(cfg, f"corpus: {json.dumps(corpus.summary())}")
+    log(
+        cfg,
+        f"{total} images per measurement ({sub} for naive and 1 worker); "
+        f"{cfg.rounds} round(s); latency {cfg.latency * 1000:.0f} ms; bandwidth "
+        f"{cfg.bandwidth_mbps or 'unpaced'} Mbit/s per connection",
+    )
+
+    report: dict[str, Any] = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "machine": machine_info(),
+        "code": code,
+        "corpus": corpus.summary(),
+        "results": {},
+        "status_latency_ms": {},
+        "memory": [],
+        "notes": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
+    server = procs.ImageServer(corpus.directory, cfg.latency, cfg.bandwidth_mbps * 125_000)
+    mem = procs.MemWatch().start()
+    base_env = {
+        **os.environ,
+        "PIXELBATCH_FETCH_ALLOW": server.allow,
+        "PIXELBATCH_FETCH_ALLOWED_PORTS": str(server.port),
+        **cfg.extra_env,
+    }
+    base_env.pop("PIXELBATCH_BROKER_URL", None)
+    base_env.pop("PIXELBATCH_DATABASE_URL", None)
+    rig = Rig(cfg, corpus, server, mem, workdir, base_env, report, total, sub)
+    try:
+        rig.start()
+        for r in range(cfg.rounds):
+            measure_round(rig, r)
+        if "large_csv" in cfg.modes:
+            measure_large_csv(rig)
+    finally:
+        rig.close()
+
+    summarise(report, rig.samples, rig.latencies, mem.report(), t_start)
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.output.write_text(json.dumps(report, indent=1, default=str))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def measure_round(rig: Rig, r: int) -> None:
+    log(rig.cfg, f"--- round {r + 1}/{rig.cfg.rounds}")
+    main = workload(rig.corpus, rig.total, f"r{r}")
+    small = workload(rig.corpus, rig.sub, f"r{r}s")
+    if rig.pillow is not None:
+        measure_floor(rig, rig.pillow, main)
+    if rig.pillow1 is not None:
+        measure_floor1(rig, rig.pillow1, r)
+    if rig.tj_binary is not None:
+        measure_turbojpeg(rig, rig.tj_binary, main)
+    if "naive" in rig.cfg.modes:
+        measure_naive(rig, r, small)
+    if rig.embedded is not None:
+        measure_embedded(rig, rig.embedded, main)
+    if rig.dist is not None and rig.dist.api is not None:
+        measure_distributed(rig, rig.dist, rig.dist.api, small, main)
+
+
+def measure_floor(rig: Rig, pillow: floor_mod.PillowFloor, wl: Workload) -> None:
+    """Pillow alone on every core: what pixelbatch could reach at best."""
+    paths = rig.paths(wl.files)
+    # Control: the status endpoint of idle APIs while only the floor loads the CPU. If it
+    # is as slow as during a batch, the cause is CPU starvation.
+    control = StatusProbe(
+        rig.cfg.status_hz, [(name, url, rid) for name, url, rid in rig.warm_batches if url]
+    )
+    control.start()
+    try:
+        rig.measure("floor", lambda: rate(rig.total, wl.megapixels, pillow.run(paths)))
+    finally:
+        for name, values in control.stop().items():
+            rig.latencies.setdefault(f"{name} idle, floor running", []).extend(values)
+
+
+def measure_floor1(rig: Rig, pillow1: floor_mod.PillowFloor, r: int) -> None:
+    """Pillow in one process: the ceiling of what a second worker can add."""
+    one = workload(rig.corpus, len(rig.corpus.files), f"r{r}one")
+    one_paths = rig.paths(one.files)
+    rig.measure(
+        "floor1",
+        lambda: rate(len(one_paths), one.megapixels, pillow1.run(one_paths), note="1 process"),
+    )
+
+
+def measure_turbojpeg(rig: Rig, tj_binary: Path, wl: Workload) -> None:
+    """libjpeg-turbo from C: how far Pillow itself is from the codec."""
+    jpegs = [f for f in wl.files if f.format == "jpeg"]
+    items = [
+        (str(rig.corpus.directory / f.name), max(1, round((f.quality or 90) * 0.5))) for f in jpegs
+    ]
+    rig.measure(
+        "turbojpeg",
+        lambda: rate(
+            len(items),
+            sum(f.megapixels for f in jpegs),
+            floor_mod.turbojpeg_floor(tj_binary, items, rig.workdir),
+            note="JPEG files only, no Huffman optimisation",
+        ),
+    )
+
+
+def measure_naive(rig: Rig, r: int, wl: Workload) -> None:
+    """The naive tool (bench/naive.py), a fresh process each round, as a user would run it."""
+
+    def naive() -> dict[str, Any]:
+        url_file = rig.workdir / f"naive-{r}.txt"
+        url_file.write_text("\n".join(wl.urls(rig.server.base_url)))
+        proc = subprocess.Popen(
+            [
+                procs.python(),
+                "-m",
+                "bench.naive",
+                str(url_file),
+                str(rig.workdir / "naive-out"),
+            ],
+            cwd=procs.ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        rig.mem.add("naive", proc.pid)
+        out, _ = proc.communicate(timeout=1800)
+        rig.mem.sample()
+        res = json.loads(out.strip().splitlines()[-1])
+        return rate(rig.sub, wl.megapixels, res["seconds"], failed=res["failed"])
+
+    rig.measure("naive", naive)
+
+
+def measure_embedded(rig: Rig, api: procs.Api, wl: Workload) -> None:
+    """One `pixelbatch serve`, its own transform pool, SQLite: the single-box deployment."""
+    rig.measure("embedded", functools.partial(_batch, rig, "embedded", api.base_url, wl))
+
+
+def measure_distributed(
+    rig: Rig, dist: Distributed, api: procs.Api, small: Workload, main: Workload
+) -> None:
+    """API, PostgreSQL, Redis and Celery workers: 1 worker on the small set, then 2 on all."""
+    for n_workers, mode, wl in ((1, "dist1", small), (2, "dist2", main)):
+        if mode not in rig.cfg.modes:
+            continue
+        dist.scale(n_workers)
+        for i, w in enumerate(dist.workers):
+            rig.mem.add(f"worker w{i + 1}", w.pid)
+        rig.measure(mode, functools.partial(_batch, rig, mode, api.base_url, wl))
+    dist.scale(1)
+
+
+def _batch(rig: Rig, mode: str, api_url: str, wl: Workload) -> dict[str, Any]:
+    res = run_batch(
+        api_url, wl.csv(rig.server.base_url, rig.cfg.images_per_product), rig.cfg.status_hz
+    )
+    rig.latencies.setdefault(mode, []).extend(res["latencies_ms"])
+    return rate(
+        len(wl.files),
+        wl.megapixels,
+        res["seconds"],
+        failed=res["counts"]["images_failed"],
+        status=res["status"],
+        upload_s=round(res["upload_s"], 3),
+    )
+
+
+def measure_large_csv(rig: Rig) -> None:
+    """The 100,000-row CSV, against a fresh API process of each mode."""
+    rig.report["large_csv"] = {}
+    env = {**rig.base_env, "PIXELBATCH_DATA_DIR": str(rig.workdir / "large-data")}
+    rig.report["large_csv"]["embedded"] = large_csv(
+        rig.cfg, rig.server, env, rig.workdir, "large-emb"
+    )
+    if rig.dist is not None:
+        rig.report["large_csv"]["distributed"] = large_csv(
+            rig.cfg, rig.server, rig.dist.env, rig.workdir, "large-dist"
+        )
