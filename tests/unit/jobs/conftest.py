@@ -1,12 +1,13 @@
 """The job machinery in-process, on both databases: a real ``Runtime`` (SQLite in tmp_path or
 PostgreSQL), real images from a local HTTP server, real local storage and real transforms.
 
-PostgreSQL is one database for the whole package, emptied before each test: creating and
-migrating one per test would cost more than the tests themselves.
+Migrating is the slowest part of a database's setup, so it happens once per package: each
+SQLite test copies a migrated file, and PostgreSQL is one database emptied before each test.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,18 +49,31 @@ def postgres_engine() -> Iterator[Engine]:
             engine.dispose()
 
 
-def _empty(engine: Engine) -> None:
-    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+@pytest.fixture(scope="package")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that each test copies: a copy costs far less than migrating."""
+    path = tmp_path_factory.mktemp("template") / "db.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()  # closing the last connection folds the WAL back into the file
+    assert not path.with_name("db.sqlite3-wal").exists()
+    return path
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "db.sqlite3"
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
     engine: Engine = request.getfixturevalue("postgres_engine")
-    _empty(engine)
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     return engine.url.render_as_string(hide_password=False)
 
 
@@ -89,11 +103,23 @@ def make_settings(tmp_path: Path, database_url: str, image_server: ImageServer) 
     return make
 
 
+RuntimeFactory = Callable[..., Runtime]
+
+
 @pytest.fixture
-def runtime(make_settings: SettingsFactory) -> Iterator[Runtime]:
-    rt = Runtime(make_settings())
-    rt.migrate()
-    try:
-        yield rt
-    finally:
+def make_runtime(make_settings: SettingsFactory) -> Iterator[RuntimeFactory]:
+    """Runtimes on the test's database, closed at teardown; keywords override settings."""
+    made: list[Runtime] = []
+
+    def make(**overrides: object) -> Runtime:
+        made.append(Runtime(make_settings(**overrides)))
+        return made[-1]
+
+    yield make
+    for rt in made:
         rt.close()
+
+
+@pytest.fixture
+def runtime(make_runtime: RuntimeFactory) -> Runtime:
+    return make_runtime()

@@ -4,7 +4,6 @@ nobody renews runs out and the image goes to another worker."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -16,21 +15,16 @@ from pixelbatch.db.models import Image, utcnow
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.runtime import Runtime
 from tests.unit.db.factories import new_batch, success
-from tests.unit.jobs.conftest import SettingsFactory
+from tests.unit.jobs.conftest import RuntimeFactory
 from tests.unit.jobs.helpers import claim_all, wait_for
 
 KEEPER_LEASE = 60.0
 
 
 @pytest.fixture
-def runtime(make_settings: SettingsFactory) -> Iterator[Runtime]:
+def runtime(make_runtime: RuntimeFactory) -> Runtime:
     """Renewals extend a lease to ``KEEPER_LEASE`` seconds, far beyond any claim's here."""
-    rt = Runtime(make_settings(lease_seconds=KEEPER_LEASE))
-    rt.migrate()
-    try:
-        yield rt
-    finally:
-        rt.close()
+    return make_runtime(lease_seconds=KEEPER_LEASE)
 
 
 def _leases(runtime: Runtime) -> dict[int, tuple[str | None, datetime | None]]:
@@ -107,24 +101,20 @@ def test_a_lease_not_renewed_expires_and_another_owner_claims_it(runtime: Runtim
 
 
 def test_the_background_thread_keeps_leases_alive_until_stopped(
-    make_settings: SettingsFactory,
+    make_runtime: RuntimeFactory,
 ) -> None:
-    runtime = Runtime(make_settings(lease_seconds=0.75))  # renewed every 0.25 s
-    runtime.migrate()
+    runtime = make_runtime(lease_seconds=0.75)  # renewed every 0.25 s
+    new_batch(runtime.sessions, 1)
+    [item] = claim_all(runtime, "keeper", lease_seconds=0.75)
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold([item.id])
+    keeper.start()
     try:
-        new_batch(runtime.sessions, 1)
-        [item] = claim_all(runtime, "keeper", lease_seconds=0.75)
-        keeper = LeaseKeeper(runtime, "keeper")
-        keeper.hold([item.id])
-        keeper.start()
-        try:
-            time.sleep(1.0)  # the claim alone would have run out by now
-            assert claim_all(runtime, "other") == []
-        finally:
-            keeper.stop()
-        stopped_at = time.monotonic()
-        wait_for(lambda: bool(claim_all(runtime, "other")), timeout=5)
-        assert time.monotonic() - stopped_at < 1.5
-        assert _leases(runtime)[item.id][0] == "other"
+        time.sleep(1.0)  # the claim alone would have run out by now
+        assert claim_all(runtime, "other") == []
     finally:
-        runtime.close()
+        keeper.stop()
+    stopped_at = time.monotonic()
+    wait_for(lambda: bool(claim_all(runtime, "other")), timeout=5)
+    assert time.monotonic() - stopped_at < 1.5
+    assert _leases(runtime)[item.id][0] == "other"
