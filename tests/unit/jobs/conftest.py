@@ -8,7 +8,7 @@ SQLite test copies a migrated file, and PostgreSQL is one database emptied befor
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,13 @@ from pixelbatch.demo.server import ImageServer, Route
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from tests import support
-
-SOURCE_JPEG = support.jpeg((320, 240), quality=90)
-SOURCE_PNG = support.png_with_alpha((120, 80))
+from tests.unit.jobs.helpers import (
+    SOURCE_JPEG,
+    SOURCE_PNG,
+    WEBHOOK_SECRET,
+    RuntimeFactory,
+    SettingsFactory,
+)
 
 
 @pytest.fixture(scope="package")
@@ -77,9 +81,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
-SettingsFactory = Callable[..., Settings]
-
-
 @pytest.fixture
 def make_settings(tmp_path: Path, database_url: str, image_server: ImageServer) -> SettingsFactory:
     """Settings for a fast test: no retries, short waits; keyword arguments override."""
@@ -95,15 +96,12 @@ def make_settings(tmp_path: Path, database_url: str, image_server: ImageServer) 
             "fetch_total_timeout": 5.0,
             "fetch_concurrency": 4,
             "poll_interval": 0.1,
-            "webhook_secret": "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXBpeGVsYmF0Y2gtdGVzdHM=",
+            "webhook_secret": WEBHOOK_SECRET,
             **overrides,
         }
         return Settings.model_validate(values)
 
     return make
-
-
-RuntimeFactory = Callable[..., Runtime]
 
 
 @pytest.fixture

@@ -20,8 +20,16 @@ from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs import routine
 from pixelbatch.jobs.transform_pool import inline_runner
 from pixelbatch.runtime import Runtime
+from pixelbatch.settings import Settings
 from pixelbatch.transform import TransformOptions
 from tests import support
+
+SOURCE_JPEG = support.jpeg((320, 240), quality=90)
+SOURCE_PNG = support.png_with_alpha((120, 80))
+WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXBpeGVsYmF0Y2gtdGVzdHM="
+
+SettingsFactory = Callable[..., Settings]
+RuntimeFactory = Callable[..., Runtime]
 
 
 def upload(
@@ -29,10 +37,9 @@ def upload(
     rows: list[list[str]],
     *,
     webhook_url: str | None = None,
-    header: list[str] | None = None,
 ) -> uuid.UUID:
     """A batch submitted the way the API submits one: a CSV through ``submit_batch``."""
-    data = support.csv_bytes(rows, header)
+    data = support.csv_bytes(rows)
     batch, created = submit_batch(
         runtime,
         io.BytesIO(data),

@@ -17,8 +17,8 @@ from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs.embedded import EmbeddedWorker
 from pixelbatch.runtime import Runtime
 from tests import support
-from tests.unit.jobs.conftest import RuntimeFactory
 from tests.unit.jobs.helpers import (
+    RuntimeFactory,
     batch_of,
     image_statuses,
     read_output_csv,

@@ -15,8 +15,7 @@ from pixelbatch.db.models import Image, utcnow
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.runtime import Runtime
 from tests.unit.db.factories import new_batch, success
-from tests.unit.jobs.conftest import RuntimeFactory
-from tests.unit.jobs.helpers import claim_all, wait_for
+from tests.unit.jobs.helpers import RuntimeFactory, claim_all, wait_for
 
 KEEPER_LEASE = 60.0
 

@@ -14,8 +14,8 @@ from pixelbatch.jobs import routine
 from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
 from pixelbatch.runtime import Runtime
 from pixelbatch.transform import TransformOptions, TransformResult
-from tests.unit.jobs.conftest import SOURCE_JPEG
 from tests.unit.jobs.helpers import (
+    SOURCE_JPEG,
     batch_of,
     claim_all,
     image_statuses,

@@ -23,8 +23,7 @@ from pixelbatch.jobs import celery_app
 from pixelbatch.jobs.celery_app import QUEUE, WEBHOOK_QUEUE, Sweeper
 from pixelbatch.runtime import Runtime
 from tests.unit.db.factories import new_batch, success
-from tests.unit.jobs.conftest import RuntimeFactory
-from tests.unit.jobs.helpers import batch_of, claim_all, read_output_csv
+from tests.unit.jobs.helpers import RuntimeFactory, batch_of, claim_all, read_output_csv
 
 CHUNK = 3
 
