@@ -1,0 +1,123 @@
+"""The embedded dispatcher in-process: it leases a batch's images, runs the routine with a real
+process pool for transforms, finalises the batch, sends its webhook, and on stop hands back
+what it had not started. Few tests: each starts a transform pool child process."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+from sqlalchemy import func, select
+
+from pixelbatch.db.models import BatchStatus, DeliveryStatus, Image, WebhookDelivery
+from pixelbatch.demo.server import ImageServer
+from pixelbatch.jobs.embedded import EmbeddedWorker
+from pixelbatch.runtime import Runtime
+from tests import support
+from tests.unit.jobs.helpers import (
+    RuntimeFactory,
+    batch_of,
+    image_statuses,
+    read_output_csv,
+    upload,
+    urls,
+    wait_for,
+)
+
+
+@pytest.fixture
+def runtime(make_runtime: RuntimeFactory) -> Runtime:
+    # Two download threads (four images in flight) and one transform child process.
+    return make_runtime(transform_workers=1, fetch_concurrency=2)
+
+
+def _leased(runtime: Runtime) -> int:
+    with runtime.sessions() as session:
+        return int(
+            session.scalar(
+                select(func.count()).select_from(Image).where(Image.lease_until.is_not(None))
+            )
+            or 0
+        )
+
+
+def test_embedded_worker_processes_its_batch_and_sends_the_webhook(
+    runtime: Runtime, image_server: ImageServer
+) -> None:
+    sink = support.WebhookSink()
+    hook = image_server.add(f"/hook-{uuid.uuid4().hex}", sink)
+    mine = upload(
+        runtime,
+        [
+            ["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg")],
+            ["2", "Lamp", urls(image_server, "/c.png", "/missing.jpg")],
+            ["3", "Desk", urls(image_server, "/a.jpg")],  # a repeat: fetched once
+        ],
+        webhook_url=hook,
+    )
+    other = upload(runtime, [["1", "Rug", urls(image_server, "/b.jpg")]])
+    worker = EmbeddedWorker(runtime, batch_id=mine)
+    worker.start()
+    try:
+        wait_for(lambda: bool(sink.received))
+    finally:
+        worker.stop()
+
+    batch = batch_of(runtime.sessions, mine)
+    assert batch.status == BatchStatus.COMPLETED_WITH_ERRORS
+    assert (batch.images_done, batch.images_failed, batch.images_total) == (4, 1, 5)
+    assert image_statuses(runtime.sessions, mine) == {"DONE": 4, "FAILED": 1}
+    rows = read_output_csv(runtime, mine)
+    assert [row["Status"] for row in rows] == ["OK", "PARTIAL", "OK"]
+    chair_first = rows[0]["Output Image Urls"].split(",")[0].strip()
+    assert chair_first.endswith(f"/files/{mine}/0000002-01.jpg")
+    assert rows[2]["Output Image Urls"] == chair_first  # the repeat shares the output
+    [(headers, body)] = sink.received
+    payload = json.loads(body)
+    assert payload["request_id"] == str(mine)
+    assert payload["status"] == "COMPLETED_WITH_ERRORS"
+    assert payload["counts"]["images_failed"] == 1
+    assert "webhook-signature" in headers
+    with runtime.sessions() as session:
+        [delivery] = session.scalars(select(WebhookDelivery)).all()
+        assert delivery.status == DeliveryStatus.DELIVERED
+    # A worker scoped to one batch leaves the others alone, and stopping leaves no lease.
+    assert batch_of(runtime.sessions, other).status == BatchStatus.PENDING
+    assert image_statuses(runtime.sessions, other) == {"PENDING": 1}
+    assert worker.inflight == 0
+    assert _leased(runtime) == 0
+
+
+def test_stopping_hands_back_the_images_it_had_not_started(
+    runtime: Runtime, image_server: ImageServer
+) -> None:
+    body = support.jpeg((64, 48))
+
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.5)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    paths = [image_server.add(f"/slow-{uuid.uuid4().hex}.jpg", slow) for _ in range(6)]
+    batch_id = upload(runtime, [[str(i), f"p{i}", url] for i, url in enumerate(paths)])
+    worker = EmbeddedWorker(runtime)
+    worker.start()
+    try:
+        # Four in flight: two downloading, two queued behind them.
+        wait_for(lambda: worker.inflight == worker.capacity == 4)
+    finally:
+        worker.stop()
+
+    statuses = image_statuses(runtime.sessions, batch_id)
+    assert "PROCESSING" not in statuses  # the two queued downloads were handed back
+    assert statuses.get("PENDING", 0) >= 2  # those never claimed, and the unstarted
+    assert statuses.get("DONE", 0) >= 1  # the downloads under way were finished
+    assert sum(statuses.values()) == 6
+    assert _leased(runtime) == 0
+    assert batch_of(runtime.sessions, batch_id).status == BatchStatus.PROCESSING

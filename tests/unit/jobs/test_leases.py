@@ -1,0 +1,119 @@
+"""LeaseKeeper: a live worker keeps the leases of the images it holds, and only those; a lease
+nobody renews runs out and the image goes to another worker."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+from sqlalchemy import select
+
+from pixelbatch.db import images
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import Image, utcnow
+from pixelbatch.jobs.leases import LeaseKeeper
+from pixelbatch.runtime import Runtime
+from tests.unit.db.factories import new_batch, success
+from tests.unit.jobs.helpers import RuntimeFactory, claim_all, wait_for
+
+KEEPER_LEASE = 60.0
+
+
+@pytest.fixture
+def runtime(make_runtime: RuntimeFactory) -> Runtime:
+    """Renewals extend a lease to ``KEEPER_LEASE`` seconds, far beyond any claim's here."""
+    return make_runtime(lease_seconds=KEEPER_LEASE)
+
+
+def _leases(runtime: Runtime) -> dict[int, tuple[str | None, datetime | None]]:
+    with transaction(runtime.sessions) as session:
+        rows = session.execute(select(Image.id, Image.lease_owner, Image.lease_until))
+        return {row.id: (row.lease_owner, row.lease_until) for row in rows}
+
+
+def _remaining(until: datetime | None) -> float:
+    assert until is not None
+    return (until - utcnow()).total_seconds()
+
+
+def test_renew_extends_the_leases_of_held_ids_only(runtime: Runtime) -> None:
+    new_batch(runtime.sessions, 4)
+    held, claimed_not_held, _ = claim_all(runtime, "keeper", limit=3, lease_seconds=5)
+    [theirs] = claim_all(runtime, "other", lease_seconds=5)
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold([held.id, theirs.id])  # another owner's id must not be renewed for it
+
+    keeper.renew()
+
+    leases = _leases(runtime)
+    assert leases[held.id][0] == "keeper"
+    assert _remaining(leases[held.id][1]) > KEEPER_LEASE - 10
+    assert _remaining(leases[claimed_not_held.id][1]) < 6
+    assert leases[theirs.id][0] == "other" and _remaining(leases[theirs.id][1]) < 6
+
+
+def test_release_stops_renewing(runtime: Runtime) -> None:
+    new_batch(runtime.sessions, 2)
+    kept, released = claim_all(runtime, "keeper", lease_seconds=5)
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold([kept.id, released.id])
+    assert len(keeper) == 2
+
+    keeper.release(released.id)
+    keeper.renew()
+
+    assert len(keeper) == 1
+    leases = _leases(runtime)
+    assert _remaining(leases[kept.id][1]) > KEEPER_LEASE - 10
+    assert _remaining(leases[released.id][1]) < 6
+
+
+def test_renew_leaves_a_recorded_image_alone(runtime: Runtime) -> None:
+    new_batch(runtime.sessions, 1)
+    [item] = claim_all(runtime, "keeper")
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold([item.id])
+    with transaction(runtime.sessions) as session:
+        assert images.record_success(session, item.id, "keeper", success())
+
+    keeper.renew()
+
+    assert _leases(runtime)[item.id] == ("keeper", None)
+
+
+def test_a_lease_not_renewed_expires_and_another_owner_claims_it(runtime: Runtime) -> None:
+    new_batch(runtime.sessions, 2)
+    renewed, forgotten = claim_all(runtime, "keeper", lease_seconds=0.3)
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold([renewed.id])
+    keeper.renew()
+    time.sleep(0.4)
+
+    taken = claim_all(runtime, "other")
+
+    assert [item.id for item in taken] == [forgotten.id]
+    with transaction(runtime.sessions) as session:
+        assert not images.record_success(session, forgotten.id, "keeper", success())
+        assert images.record_success(session, forgotten.id, "other", success())
+        assert images.record_success(session, renewed.id, "keeper", success())
+
+
+def test_the_background_thread_keeps_leases_alive_until_stopped(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(lease_seconds=0.75)  # renewed every 0.25 s
+    new_batch(runtime.sessions, 1)
+    [item] = claim_all(runtime, "keeper", lease_seconds=0.75)
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold([item.id])
+    keeper.start()
+    try:
+        time.sleep(1.0)  # the claim alone would have run out by now
+        assert claim_all(runtime, "other") == []
+    finally:
+        keeper.stop()
+    stopped_at = time.monotonic()
+    wait_for(lambda: bool(claim_all(runtime, "other")), timeout=5)
+    assert time.monotonic() - stopped_at < 1.5
+    assert _leases(runtime)[item.id][0] == "other"

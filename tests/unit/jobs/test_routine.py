@@ -1,0 +1,234 @@
+"""The one routine both dispatchers run: produce (fetch, transform, store), record once,
+handle_image and process_chunk, against a real database, image server and storage."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PIL import Image as PILImage
+
+from pixelbatch.db.models import BatchStatus, Image, ImageStatus
+from pixelbatch.demo.server import ImageServer
+from pixelbatch.jobs import routine
+from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
+from pixelbatch.runtime import Runtime
+from pixelbatch.transform import TransformOptions, TransformResult
+from tests.unit.jobs.helpers import (
+    SOURCE_JPEG,
+    batch_of,
+    claim_all,
+    image_statuses,
+    read_output_csv,
+    upload,
+    urls,
+)
+
+
+@pytest.fixture
+def runner(runtime: Runtime) -> TransformRunner:
+    return inline_runner(runtime.settings.max_pixels)
+
+
+def _stored_files(runtime: Runtime) -> list[str]:
+    root = runtime.settings.outputs_dir
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- produce
+
+
+def test_produce_stores_a_smaller_reencode_under_a_deterministic_key(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner
+) -> None:
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
+    [item] = claim_all(runtime, "w")
+
+    outcome = routine.produce(item, runtime.fetcher, runtime.storage, runner)
+
+    assert outcome.error_code is None and outcome.success is not None
+    success = outcome.success
+    assert (
+        success.output_key
+        == routine.output_key(batch_id, 2, 0, "jpg")
+        == f"{batch_id}/0000002-01.jpg"
+    )
+    assert success.bytes_in == len(SOURCE_JPEG)
+    assert 0 < success.bytes_out < success.bytes_in
+    assert (success.width, success.height) == (320, 240)
+    assert success.source_format == "jpeg"
+    assert success.source_quality is not None and success.output_quality is not None
+    assert success.output_quality == pytest.approx(success.source_quality / 2, abs=1)
+    path = runtime.storage.local_path(success.output_key)
+    assert path is not None and path.stat().st_size == success.bytes_out
+    with PILImage.open(path) as stored:
+        assert stored.format == "JPEG" and stored.size == (320, 240)
+    # produce touches no database: the image is still leased and nothing is counted.
+    assert image_statuses(runtime.sessions, batch_id) == {"PROCESSING": 1}
+    assert batch_of(runtime.sessions, batch_id).images_done == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [("/missing.jpg", "http_404"), ("/truncated.jpg", "corrupt_image")],
+)
+def test_produce_turns_a_failure_into_an_outcome_and_stores_nothing(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner, path: str, code: str
+) -> None:
+    upload(runtime, [["1", "Chair", urls(image_server, path)]])
+    [item] = claim_all(runtime, "w")
+
+    outcome = routine.produce(item, runtime.fetcher, runtime.storage, runner)
+
+    assert outcome.success is None
+    assert outcome.error_code == code and outcome.error_message
+    assert not [key for key in _stored_files(runtime) if not key.endswith("input.csv")]
+
+
+def test_produce_reports_an_unexpected_exception_as_an_internal_error(
+    runtime: Runtime, image_server: ImageServer
+) -> None:
+    upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
+    [item] = claim_all(runtime, "w")
+
+    # A runner with a bug in it: the only stand-in here, for a failure no real input causes.
+    def broken(data: bytes, options: TransformOptions) -> TransformResult:
+        raise RuntimeError("bug")
+
+    outcome = routine.produce(item, runtime.fetcher, runtime.storage, broken)
+
+    assert outcome.success is None and outcome.error_code == "internal_error"
+
+
+# --------------------------------------------------------------------------- record
+
+
+def test_record_counts_each_image_once_and_says_when_the_batch_is_complete(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner
+) -> None:
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg", "/missing.jpg")]])
+    first, second = claim_all(runtime, "w")
+    ok = routine.produce(first, runtime.fetcher, runtime.storage, runner)
+    failed = routine.produce(second, runtime.fetcher, runtime.storage, runner)
+
+    assert routine.record(runtime.sessions, ok, "w") is False  # one image still to go
+    assert routine.record(runtime.sessions, failed, "w") is True
+    # A duplicate delivery of the same outcome changes nothing.
+    assert routine.record(runtime.sessions, ok, "w") is False
+    assert routine.record(runtime.sessions, failed, "w") is False
+
+    batch = batch_of(runtime.sessions, batch_id)
+    assert (batch.images_done, batch.images_failed) == (1, 1)
+    assert batch.bytes_in == len(SOURCE_JPEG)
+    assert ok.success is not None and batch.bytes_out == ok.success.bytes_out
+    with runtime.sessions() as session:
+        done = session.get(Image, first.id)
+        lost = session.get(Image, second.id)
+        assert done is not None and lost is not None
+        assert done.status == ImageStatus.DONE and done.output_key == ok.success.output_key
+        assert lost.status == ImageStatus.FAILED and lost.error_code == "http_404"
+        assert done.lease_until is None and lost.lease_until is None
+
+
+def test_record_refuses_a_worker_whose_lease_was_taken_over(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner
+) -> None:
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
+    [stale] = claim_all(runtime, "dead", lease_seconds=-1)
+    [item] = claim_all(runtime, "alive")
+    assert item.id == stale.id
+    outcome = routine.produce(stale, runtime.fetcher, runtime.storage, runner)
+
+    assert routine.record(runtime.sessions, outcome, "dead") is False
+
+    assert image_statuses(runtime.sessions, batch_id) == {"PROCESSING": 1}
+    assert batch_of(runtime.sessions, batch_id).images_done == 0
+    assert routine.record(runtime.sessions, outcome, "alive") is True
+
+
+# --------------------------------------------------------------------------- handle_image
+
+
+def test_handle_image_finalises_the_batch_on_its_last_image_only(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner
+) -> None:
+    batch_id = upload(
+        runtime,
+        [["1", "Chair", urls(image_server, "/a.jpg")], ["2", "Lamp", urls(image_server, "/c.png")]],
+    )
+    first, last = claim_all(runtime, "w")
+
+    assert routine.handle_image(runtime, first, "w", runner) is False
+    assert batch_of(runtime.sessions, batch_id).status == BatchStatus.PROCESSING
+    assert not (runtime.settings.outputs_dir / str(batch_id) / "output.csv").exists()
+
+    assert routine.handle_image(runtime, last, "w", runner) is True
+    batch = batch_of(runtime.sessions, batch_id)
+    assert batch.status == BatchStatus.COMPLETED
+    assert batch.output_key == f"{batch_id}/output.csv"
+    rows = read_output_csv(runtime, batch_id)
+    assert [(r["S. No."], r["Status"]) for r in rows] == [("1", "OK"), ("2", "OK")]
+    assert rows[1]["Output Image Urls"].endswith(f"/files/{batch_id}/0000003-01.png")
+
+
+# --------------------------------------------------------------------------- process_chunk
+
+
+def test_process_chunk_records_every_item_and_finalises_each_batch_once(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner
+) -> None:
+    clean = upload(
+        runtime,
+        [
+            ["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg")],
+            ["2", "Lamp", urls(image_server, "/c.png")],
+        ],
+    )
+    mixed = upload(
+        runtime,
+        [
+            ["1", "Desk", urls(image_server, "/b.jpg", "/missing.jpg")],
+            ["2", "Rug", urls(image_server, "/truncated.jpg")],
+        ],
+    )
+    items = claim_all(runtime, "w")
+    assert len(items) == 6
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def on_done(image_id: int) -> None:
+        with lock:
+            done.append(image_id)
+
+    finalised = routine.process_chunk(runtime, items, "w", runner, threads=3, on_done=on_done)
+
+    assert finalised == 2
+    assert sorted(done) == sorted(item.id for item in items)
+    assert batch_of(runtime.sessions, clean).status == BatchStatus.COMPLETED
+    assert image_statuses(runtime.sessions, clean) == {"DONE": 3}
+    batch = batch_of(runtime.sessions, mixed)
+    assert batch.status == BatchStatus.COMPLETED_WITH_ERRORS
+    assert (batch.images_done, batch.images_failed) == (1, 2)
+    desk, rug = read_output_csv(runtime, mixed)
+    assert desk["Status"] == "PARTIAL" and rug["Status"] == "FAILED"
+    kept, empty = (cell.strip() for cell in desk["Output Image Urls"].split(","))
+    assert kept.endswith(f"/files/{mixed}/0000002-01.jpg") and empty == ""
+    assert "missing.jpg" in desk["Errors"] and "truncated.jpg" in rug["Errors"]
+    assert rug["Output Image Urls"] == ""
+
+
+def test_a_redelivered_chunk_records_nothing_twice_and_overwrites_its_outputs(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner
+) -> None:
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg")]])
+    items = claim_all(runtime, "w")
+    assert routine.process_chunk(runtime, items, "w", runner, threads=2) == 1
+    files = _stored_files(runtime)
+    csv_before = read_output_csv(runtime, batch_id)
+
+    assert routine.process_chunk(runtime, items, "w", runner, threads=2) == 0
+
+    assert _stored_files(runtime) == files
+    assert read_output_csv(runtime, batch_id) == csv_before
+    batch = batch_of(runtime.sessions, batch_id)
+    assert (batch.images_done, batch.images_failed, batch.images_total) == (2, 0, 2)
