@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
 import uuid
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from pixelbatch import access, batches, intake
@@ -79,6 +80,19 @@ def _summary(runtime: Runtime, batch: Batch) -> schemas.BatchSummary:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ProcessingForm:
+    """The upload's processing fields, gathered by FastAPI into one value that goes to
+    ``intake.processing_options`` as it came."""
+
+    quality: Annotated[int | None, Form(ge=1, le=100)] = None
+    relative_quality: Annotated[float | None, Form(gt=0, le=1)] = None
+    output_format: Annotated[OutputFormat, Form()] = OutputFormat.KEEP
+    max_width: Annotated[int | None, Form(ge=1, le=20000)] = None
+    max_height: Annotated[int | None, Form(ge=1, le=20000)] = None
+    keep_metadata: Annotated[bool, Form()] = False
+
+
 @router.post(
     "/api/upload",
     status_code=202,
@@ -90,25 +104,12 @@ def upload(
     request: Request,
     who: CurrentPrincipal,
     file: Annotated[UploadFile, File(description="The input CSV")],
+    processing: Annotated[ProcessingForm, Depends()],
     webhook_url: Annotated[str | None, Form()] = None,
-    quality: Annotated[int | None, Form(ge=1, le=100)] = None,
-    relative_quality: Annotated[float | None, Form(gt=0, le=1)] = None,
-    output_format: Annotated[OutputFormat, Form()] = OutputFormat.KEEP,
-    max_width: Annotated[int | None, Form(ge=1, le=20000)] = None,
-    max_height: Annotated[int | None, Form(ge=1, le=20000)] = None,
-    keep_metadata: Annotated[bool, Form()] = False,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     runtime = _runtime(request)
-    options = intake.processing_options(
-        runtime.settings,
-        quality=quality,
-        relative_quality=relative_quality,
-        output_format=output_format,
-        max_width=max_width,
-        max_height=max_height,
-        keep_metadata=keep_metadata,
-    )
+    options = intake.processing_options(runtime.settings, **dataclasses.asdict(processing))
     batch, created = intake.upload(
         runtime,
         _dispatcher(request),
