@@ -151,14 +151,7 @@ def status(
     batch = detail.batch
     webhook = None
     if detail.webhook is not None:
-        webhook = schemas.WebhookStatus(
-            url=detail.webhook.url,
-            status=detail.webhook.status,
-            attempts=detail.webhook.attempts,
-            last_status_code=detail.webhook.last_status_code,
-            last_error=detail.webhook.last_error,
-            delivered_at=detail.webhook.delivered_at,
-        )
+        webhook = schemas.WebhookStatus.model_validate(detail.webhook, from_attributes=True)
     return schemas.StatusResponse(
         **_summary(runtime, batch).model_dump(),
         started_at=batch.started_at,
