@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from pixelbatch.db import batch_lifecycle, batch_reads
@@ -50,30 +51,40 @@ def batch_detail(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch
     return BatchDetail(batch=batch, errors=errors, webhook=webhook)
 
 
-def list_batches(
-    runtime: Runtime,
-    *,
-    tenant: str,
-    offset: int,
-    limit: int,
-    status: BatchStatus | None = None,
-) -> tuple[list[Batch], int]:
+class Page(BaseModel):
+    """Which slice of a list to return. Each list bounds its own page size, so that one
+    request cannot read a whole table; the API reads these models as query parameters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    offset: int = Field(0, ge=0)
+
+
+class BatchQuery(Page):
+    limit: int = Field(50, ge=1, le=500)
+    status: BatchStatus | None = None
+
+
+class ImageQuery(Page):
+    limit: int = Field(100, ge=1, le=1000)
+    status: ImageStatus | None = None
+
+
+def list_batches(runtime: Runtime, query: BatchQuery, *, tenant: str) -> tuple[list[Batch], int]:
     with reading(runtime.sessions) as session:
-        return batch_reads.batches_page(session, tenant, offset=offset, limit=limit, status=status)
+        return batch_reads.batches_page(
+            session, tenant, offset=query.offset, limit=query.limit, status=query.status
+        )
 
 
 def list_images(
-    runtime: Runtime,
-    batch_id: uuid.UUID,
-    *,
-    tenant: str,
-    offset: int,
-    limit: int,
-    status: ImageStatus | None = None,
+    runtime: Runtime, batch_id: uuid.UUID, query: ImageQuery, *, tenant: str
 ) -> tuple[list[ImageRow], int]:
     with reading(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
-        return batch_reads.images_page(session, batch_id, offset=offset, limit=limit, status=status)
+        return batch_reads.images_page(
+            session, batch_id, offset=query.offset, limit=query.limit, status=query.status
+        )
 
 
 def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:

@@ -15,7 +15,7 @@ from pixelbatch import access, batches, intake
 from pixelbatch.api import schemas
 from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
 from pixelbatch.db.health import database_status
-from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
+from pixelbatch.db.models import Batch
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import output_csv_url
 from pixelbatch.runtime import Runtime
@@ -175,18 +175,15 @@ def status(
     summary="List batches, newest first",
 )
 def list_batches(
-    request: Request,
-    who: CurrentPrincipal,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    status: BatchStatus | None = None,
+    request: Request, who: CurrentPrincipal, query: Annotated[batches.BatchQuery, Query()]
 ) -> schemas.BatchList:
     runtime = _runtime(request)
-    items, total = batches.list_batches(
-        runtime, tenant=who.tenant, offset=offset, limit=limit, status=status
-    )
+    items, total = batches.list_batches(runtime, query, tenant=who.tenant)
     return schemas.BatchList(
-        items=[_summary(runtime, b) for b in items], total=total, offset=offset, limit=limit
+        items=[_summary(runtime, b) for b in items],
+        total=total,
+        offset=query.offset,
+        limit=query.limit,
     )
 
 
@@ -200,14 +197,10 @@ def list_images(
     request: Request,
     request_id: uuid.UUID,
     who: CurrentPrincipal,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    status: ImageStatus | None = None,
+    query: Annotated[batches.ImageQuery, Query()],
 ) -> schemas.ImagePage:
     runtime = _runtime(request)
-    rows, total = batches.list_images(
-        runtime, request_id, tenant=who.tenant, offset=offset, limit=limit, status=status
-    )
+    rows, total = batches.list_images(runtime, request_id, query, tenant=who.tenant)
     items = [
         schemas.ImageDetail(
             row=r.row_number,
@@ -230,7 +223,7 @@ def list_images(
         )
         for r in rows
     ]
-    return schemas.ImagePage(items=items, total=total, offset=offset, limit=limit)
+    return schemas.ImagePage(items=items, total=total, offset=query.offset, limit=query.limit)
 
 
 @router.get(
