@@ -132,13 +132,11 @@ def upload(
 
 @router.get(
     "/api/status/{request_id}",
-    response_model=schemas.StatusResponse,
     responses=ERROR_RESPONSES,
     summary="Status, counts and progress of a batch",
 )
 @router.get(
     "/api/batches/{request_id}",
-    response_model=schemas.StatusResponse,
     responses=ERROR_RESPONSES,
     summary="Same as /api/status/{request_id}",
     operation_id="get_batch",
@@ -171,7 +169,6 @@ def status(
 
 @router.get(
     "/api/batches",
-    response_model=schemas.BatchList,
     summary="List batches, newest first",
 )
 def list_batches(
@@ -189,7 +186,6 @@ def list_batches(
 
 @router.get(
     "/api/batches/{request_id}/images",
-    response_model=schemas.ImagePage,
     responses=ERROR_RESPONSES,
     summary="Per-image detail, in CSV order, paginated",
 )
@@ -239,7 +235,6 @@ def download_output(request: Request, request_id: uuid.UUID, who: CurrentPrincip
 
 @router.post(
     "/api/batches/{request_id}/cancel",
-    response_model=schemas.BatchSummary,
     responses=ERROR_RESPONSES,
     summary="Cancel a pending or processing batch",
 )
@@ -250,7 +245,6 @@ def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> sc
 
 @router.post(
     "/api/batches/{request_id}/retry",
-    response_model=schemas.RetryResponse,
     responses=ERROR_RESPONSES,
     summary="Queue the failed images of a finished batch again",
 )
@@ -297,7 +291,7 @@ def metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.get("/healthz", response_model=schemas.Health, summary="Liveness")
+@router.get("/healthz", summary="Liveness")
 def healthz() -> schemas.Health:
     return schemas.Health(status="ok")
 
