@@ -5,120 +5,18 @@ Services take a ``Runtime`` and do their own short transactions; none of them kn
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
 
-from sqlalchemy.exc import IntegrityError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from pixelbatch.auth.keys import ANONYMOUS, Principal
-from pixelbatch.catalog import CatalogReader, CsvLimits
-from pixelbatch.db import batch_lifecycle, batch_reads, bulk, images
+from pixelbatch.db import batch_lifecycle, batch_reads
 from pixelbatch.db.batch_reads import ErrorCount, ImageRow
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
-from pixelbatch.fetch import parse_http_url
-from pixelbatch.fetch.urls import normalize_http_url
 from pixelbatch.runtime import Runtime
-from pixelbatch.transform import TransformOptions
-
-# Rows per insert_products call: large enough that per-statement costs vanish, small enough
-# that the slice waiting to be written stays a few MB whatever the catalog's size.
-INSERT_SLICE = 5000
-
-
-def input_csv_key(batch_id: uuid.UUID) -> str:
-    return f"{batch_id}/input.csv"
-
-
-def validate_url(runtime: Runtime, url: str) -> str:
-    return str(parse_http_url(url, max_length=runtime.settings.max_url_length))
-
-
-def submit_batch(
-    runtime: Runtime,
-    source: IO[bytes],
-    *,
-    filename: str,
-    options: TransformOptions,
-    webhook_url: str | None = None,
-    idempotency_key: str | None = None,
-    principal: Principal = ANONYMOUS,
-) -> tuple[Batch, bool]:
-    """Validate and store a catalog as a new batch, all or nothing.
-
-    Returns the batch and whether it was created now (False: the idempotency key named an
-    earlier one). The batch is committed before this returns, so it can never be lost.
-    """
-    if idempotency_key:
-        existing = find_by_idempotency_key(runtime, principal.tenant, idempotency_key)
-        if existing is not None:
-            return existing, False
-    if webhook_url:
-        webhook_url = validate_url(runtime, webhook_url)
-    limits = CsvLimits.from_settings(runtime.settings)
-    batch_id = uuid.uuid4()
-    try:
-        with transaction(runtime.sessions) as session:
-            reader = CatalogReader(
-                source,
-                limits,
-                functools.partial(normalize_http_url, max_length=runtime.settings.max_url_length),
-            )
-            batch = Batch(
-                id=batch_id,
-                status=BatchStatus.PENDING,
-                tenant=principal.tenant,
-                api_key_id=principal.key_id,
-                idempotency_key=idempotency_key or None,
-                input_filename=Path(filename or "upload.csv").name[:255],
-                input_key=input_csv_key(batch_id),
-                webhook_url=webhook_url,
-                options=options.model_dump(mode="json"),
-                extra_columns=list(reader.extra_columns),
-            )
-            session.add(batch)
-            session.flush()
-            products = 0
-            image_count = 0
-            for pending in _product_slices(reader, INSERT_SLICE):
-                image_count += bulk.insert_products(session, batch_id, pending)
-                products += len(pending)
-            batch.products_total = products
-            batch.images_total = image_count
-            images.link_duplicate_urls(session, batch_id)
-            _keep_input(runtime, source, batch_id)
-    except IntegrityError:
-        if idempotency_key:
-            existing = find_by_idempotency_key(runtime, principal.tenant, idempotency_key)
-            if existing is not None:
-                return existing, False
-        raise
-    return batch, True
-
-
-def _product_slices(reader: CatalogReader, size: int) -> Iterator[list[bulk.NewProduct]]:
-    """The catalog's valid rows in slices of ``size``; the reader raises at the end if the
-    file is rejected, so a caller that stops at that exception rolls every slice back."""
-    pending: list[bulk.NewProduct] = []
-    for row in reader:
-        pending.append(bulk.NewProduct(row.row, row.serial, row.name, list(row.extra), row.urls))
-        if len(pending) >= size:
-            yield pending
-            pending = []
-    if pending:
-        yield pending
-
-
-def _keep_input(runtime: Runtime, source: IO[bytes], batch_id: uuid.UUID) -> None:
-    """Keep the uploaded CSV beside the outputs for audit and re-runs."""
-    source.seek(0)
-    runtime.storage.put_file(input_csv_key(batch_id), source, "text/csv")
 
 
 def find_by_idempotency_key(runtime: Runtime, tenant: str, key: str) -> Batch | None:
@@ -153,30 +51,40 @@ def batch_detail(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch
     return BatchDetail(batch=batch, errors=errors, webhook=webhook)
 
 
-def list_batches(
-    runtime: Runtime,
-    *,
-    tenant: str,
-    offset: int,
-    limit: int,
-    status: BatchStatus | None = None,
-) -> tuple[list[Batch], int]:
+class Page(BaseModel):
+    """Which slice of a list to return. Each list bounds its own page size, so that one
+    request cannot read a whole table; the API reads these models as query parameters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    offset: int = Field(0, ge=0)
+
+
+class BatchQuery(Page):
+    limit: int = Field(50, ge=1, le=500)
+    status: BatchStatus | None = None
+
+
+class ImageQuery(Page):
+    limit: int = Field(100, ge=1, le=1000)
+    status: ImageStatus | None = None
+
+
+def list_batches(runtime: Runtime, query: BatchQuery, *, tenant: str) -> tuple[list[Batch], int]:
     with reading(runtime.sessions) as session:
-        return batch_reads.batches_page(session, tenant, offset=offset, limit=limit, status=status)
+        return batch_reads.batches_page(
+            session, tenant, offset=query.offset, limit=query.limit, status=query.status
+        )
 
 
 def list_images(
-    runtime: Runtime,
-    batch_id: uuid.UUID,
-    *,
-    tenant: str,
-    offset: int,
-    limit: int,
-    status: ImageStatus | None = None,
+    runtime: Runtime, batch_id: uuid.UUID, query: ImageQuery, *, tenant: str
 ) -> tuple[list[ImageRow], int]:
     with reading(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
-        return batch_reads.images_page(session, batch_id, offset=offset, limit=limit, status=status)
+        return batch_reads.images_page(
+            session, batch_id, offset=query.offset, limit=query.limit, status=query.status
+        )
 
 
 def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:

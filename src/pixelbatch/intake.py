@@ -6,19 +6,40 @@ added here holds for every face at once.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from pixelbatch import batches
 from pixelbatch.auth.keys import ANONYMOUS, Principal
-from pixelbatch.db.models import Batch
+from pixelbatch.catalog import CatalogReader, CsvLimits
+from pixelbatch.db import bulk, images
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import Batch, BatchStatus
 from pixelbatch.errors import InvalidInput
+from pixelbatch.fetch import parse_http_url
+from pixelbatch.fetch.urls import normalize_http_url
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.transform import OutputFormat, TransformOptions
+
+# Rows per insert_products call: large enough that per-statement costs vanish, small enough
+# that the slice waiting to be written stays a few MB whatever the catalog's size.
+INSERT_SLICE = 5000
+
+
+def input_csv_key(batch_id: uuid.UUID) -> str:
+    return f"{batch_id}/input.csv"
+
+
+def validate_url(runtime: Runtime, url: str) -> str:
+    return str(parse_http_url(url, max_length=runtime.settings.max_url_length))
 
 
 def processing_options(
@@ -56,25 +77,88 @@ def upload(
     idempotency_key: str | None = None,
     principal: Principal = ANONYMOUS,
 ) -> tuple[Batch, bool]:
-    """Accept a catalog as a new batch (or name the earlier one its idempotency key made).
+    """Validate and store a catalog as a new batch, all or nothing, then ring the doorbell.
 
-    Uploads with an API key count against that key's rate limit. The batch is committed
-    before the dispatcher hears of it, so a message never names work that is not there.
+    Returns the batch and whether it was created now (False: the idempotency key named an
+    earlier one). Uploads with an API key count against that key's rate limit. The batch is
+    committed before the dispatcher (if any) hears of it, so it can never be lost and a
+    message never names work that is not there.
     """
     if principal.key_id is not None:
         runtime.rate_limiter.hit(str(principal.key_id))
-    batch, created = batches.submit_batch(
-        runtime,
-        source,
-        filename=filename,
-        options=options,
-        webhook_url=webhook_url,
-        idempotency_key=idempotency_key,
-        principal=principal,
-    )
-    if created and dispatcher is not None:
+    earlier = _earlier_batch(runtime, principal, idempotency_key)
+    if earlier is not None:
+        return earlier, False
+    if webhook_url:
+        webhook_url = validate_url(runtime, webhook_url)
+    limits = CsvLimits.from_settings(runtime.settings)
+    batch_id = uuid.uuid4()
+    try:
+        with transaction(runtime.sessions) as session:
+            reader = CatalogReader(
+                source,
+                limits,
+                functools.partial(normalize_http_url, max_length=runtime.settings.max_url_length),
+            )
+            batch = Batch(
+                id=batch_id,
+                status=BatchStatus.PENDING,
+                tenant=principal.tenant,
+                api_key_id=principal.key_id,
+                idempotency_key=idempotency_key or None,
+                input_filename=Path(filename or "upload.csv").name[:255],
+                input_key=input_csv_key(batch_id),
+                webhook_url=webhook_url,
+                options=options.model_dump(mode="json"),
+                extra_columns=list(reader.extra_columns),
+            )
+            session.add(batch)
+            session.flush()
+            products = 0
+            image_count = 0
+            for pending in _product_slices(reader, INSERT_SLICE):
+                image_count += bulk.insert_products(session, batch_id, pending)
+                products += len(pending)
+            batch.products_total = products
+            batch.images_total = image_count
+            images.link_duplicate_urls(session, batch_id)
+            _keep_input(runtime, source, batch_id)
+    except IntegrityError:
+        # A concurrent upload with the same idempotency key committed first: name its batch.
+        earlier = _earlier_batch(runtime, principal, idempotency_key)
+        if earlier is None:
+            raise
+        return earlier, False
+    if dispatcher is not None:
         dispatcher.new_work(batch.images_total)
-    return batch, created
+    return batch, True
+
+
+def _earlier_batch(
+    runtime: Runtime, principal: Principal, idempotency_key: str | None
+) -> Batch | None:
+    if not idempotency_key:
+        return None
+    return batches.find_by_idempotency_key(runtime, principal.tenant, idempotency_key)
+
+
+def _product_slices(reader: CatalogReader, size: int) -> Iterator[list[bulk.NewProduct]]:
+    """The catalog's valid rows in slices of ``size``; the reader raises at the end if the
+    file is rejected, so a caller that stops at that exception rolls every slice back."""
+    pending: list[bulk.NewProduct] = []
+    for row in reader:
+        pending.append(bulk.NewProduct(row.row, row.serial, row.name, list(row.extra), row.urls))
+        if len(pending) >= size:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
+def _keep_input(runtime: Runtime, source: IO[bytes], batch_id: uuid.UUID) -> None:
+    """Keep the uploaded CSV beside the outputs for audit and re-runs."""
+    source.seek(0)
+    runtime.storage.put_file(input_csv_key(batch_id), source, "text/csv")
 
 
 def retry_failed(

@@ -6,13 +6,19 @@ tests and the CLI can build one explicitly and two instances never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+View = TypeVar("View", bound="DataclassInstance")
 
 
 def _split_csv(value: Any) -> Any:
@@ -104,6 +110,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lists_from_env(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    def view(self, cls: type[View], *, prefix: str = "", **names: str) -> View:
+        """Build the dataclass ``cls`` from the settings it mirrors: each field from the
+        setting ``prefix + field`` unless ``names`` names another. Lists are copied, so the
+        view is a snapshot whatever later becomes of the settings."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            value = getattr(self, names.get(field.name, prefix + field.name))
+            values[field.name] = list(value) if isinstance(value, list) else value
+        return cls(**values)
 
     @property
     def resolved_database_url(self) -> str:

@@ -25,11 +25,11 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from pixelbatch.auth.keys import Principal, create_key
-from pixelbatch.batches import submit_batch
 from pixelbatch.db import images, outbox
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import ApiKey, DeliveryStatus, WebhookAttempt, WebhookDelivery, utcnow
 from pixelbatch.demo.server import ImageServer, Route
+from pixelbatch.intake import upload
 from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
@@ -185,8 +185,9 @@ def _finished_batch(runtime: Runtime, webhook_url: str, principal: Principal) ->
     """Upload a one-image catalog with a webhook, record the image, finalise the batch: the
     same steps a worker takes, ending with the webhook in the outbox."""
     csv = support.csv_bytes([["1", "Mug", "http://images.example/mug.jpg"]])
-    batch, created = submit_batch(
+    batch, created = upload(
         runtime,
+        None,
         io.BytesIO(csv),
         filename="c.csv",
         options=TransformOptions(),

@@ -20,9 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from pixelbatch.api.middleware import SECURITY_HEADERS, BodyTooLarge
+from pixelbatch.api.middleware import SECURITY_HEADERS, BodyTooLarge, HttpMiddleware, WatchedSend
 from pixelbatch.errors import PixelbatchError
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def internal_error_response() -> JSONResponse:
     )
 
 
-class UnexpectedErrors:
+class UnexpectedErrors(HttpMiddleware):
     """Turn an exception nothing else handled into the JSON 500, inside the user middleware
     so the answer gets the security headers, is timed with status 500 and closes a connection
     whose request body was never read.
@@ -104,27 +104,14 @@ class UnexpectedErrors:
     the connection so the client sees a truncated response, not a complete-looking one.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent = WatchedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, sent)
         except BodyTooLarge:
             raise
         except Exception:
-            if started:
+            if sent.started:
                 raise
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             await internal_error_response()(scope, receive, send)

@@ -14,8 +14,9 @@ from enum import StrEnum
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from pixelbatch.api.middleware import HttpMiddleware, WatchedSend
 from pixelbatch.db.engine import reading
 from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus
 from pixelbatch.db.stats import status_counts
@@ -66,32 +67,19 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class RequestTimer:
+class RequestTimer(HttpMiddleware):
     """Times every request, labelled by route template (never by raw path: ids would
     explode the label set)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = WatchedSend(send)
         try:
-            await self.app(scope, receive, record_status)
+            await self.app(scope, receive, sent)
         finally:
             metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
             route = scope.get("route")
             if metrics is not None:
                 metrics.requests.labels(
-                    scope["method"], getattr(route, "path", "unmatched"), str(status)
+                    scope["method"], getattr(route, "path", "unmatched"), str(sent.status or 500)
                 ).observe(time.perf_counter() - started)

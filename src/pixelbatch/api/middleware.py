@@ -1,8 +1,14 @@
-"""ASGI middleware: cap request bodies while they stream, and set security headers."""
+"""ASGI middleware: cap request bodies while they stream, and set security headers.
+
+Also the small base the API's other middlewares share (``HttpMiddleware``, ``WatchedSend``):
+each of them is pure ASGI so that it sees the response start, which Starlette's
+``BaseHTTPMiddleware`` hides behind a buffered response.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +21,42 @@ SECURITY_HEADERS = [
 ]
 
 
+class HttpMiddleware:
+    """Lifespan and websocket scopes pass straight through; HTTP requests go to ``handle``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class WatchedSend:
+    """A ``send`` that remembers whether the response has started and with which status
+    (once started it can no longer be replaced by an error answer), and lets its owner
+    amend the start message on the way out."""
+
+    def __init__(self, send: Send, amend: Callable[[Message], Message] | None = None) -> None:
+        self._send = send
+        self._amend = amend
+        self.started = False
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            if self._amend is not None:
+                message = self._amend(message)
+        await self._send(message)
+
+
 class BodyTooLarge(HTTPException):
     """An HTTPException so that body parsers re-raise it instead of calling it malformed."""
 
@@ -23,7 +65,7 @@ class BodyTooLarge(HTTPException):
         self.limit = limit
 
 
-class BodySizeLimit:
+class BodySizeLimit(HttpMiddleware):
     """Refuse a body over ``max_bytes`` with 413 as soon as it is known: from Content-Length
     up front, or by counting while it streams, so an oversized upload is never buffered.
 
@@ -33,13 +75,10 @@ class BodySizeLimit:
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         has_body = False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -55,7 +94,6 @@ class BodySizeLimit:
                 has_body = True
         received = 0
         body_done = not has_body
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received, body_done
@@ -70,21 +108,17 @@ class BodySizeLimit:
                     body_done = True
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                if not body_done:
-                    headers = [
-                        (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
-                    ]
-                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await send(message)
+        def close_unless_read(message: Message) -> Message:
+            if body_done:
+                return message
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+            return {**message, "headers": [*headers, (b"connection", b"close")]}
 
+        sent = WatchedSend(send, close_unless_read)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, sent)
         except BodyTooLarge:
-            if not started:
+            if not sent.started:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
@@ -110,7 +144,7 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """Add the security headers to every HTTP response, errors included.
 
     Only responses sent from inside this middleware pass through it. Starlette's last-resort
@@ -118,22 +152,14 @@ class SecurityHeaders:
     sets the headers itself (``pixelbatch.api.errors.internal_error_response``).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        def with_headers(message: Message) -> Message:
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers}
+            # Never twice (the 413 of BodySizeLimit carries them already); a response
+            # that sets one of these itself keeps its own value.
+            headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+            message["headers"] = headers
+            return message
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                # Never twice (the 413 of BodySizeLimit carries them already); a response
-                # that sets one of these itself keeps its own value.
-                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+        await self.app(scope, receive, WatchedSend(send, with_headers))

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
 import uuid
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from pixelbatch import access, batches, intake
 from pixelbatch.api import schemas
 from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
 from pixelbatch.db.health import database_status
-from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
+from pixelbatch.db.models import Batch
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import output_csv_url
 from pixelbatch.runtime import Runtime
@@ -79,6 +80,19 @@ def _summary(runtime: Runtime, batch: Batch) -> schemas.BatchSummary:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ProcessingForm:
+    """The upload's processing fields, gathered by FastAPI into one value that goes to
+    ``intake.processing_options`` as it came."""
+
+    quality: Annotated[int | None, Form(ge=1, le=100)] = None
+    relative_quality: Annotated[float | None, Form(gt=0, le=1)] = None
+    output_format: Annotated[OutputFormat, Form()] = OutputFormat.KEEP
+    max_width: Annotated[int | None, Form(ge=1, le=20000)] = None
+    max_height: Annotated[int | None, Form(ge=1, le=20000)] = None
+    keep_metadata: Annotated[bool, Form()] = False
+
+
 @router.post(
     "/api/upload",
     status_code=202,
@@ -90,25 +104,12 @@ def upload(
     request: Request,
     who: CurrentPrincipal,
     file: Annotated[UploadFile, File(description="The input CSV")],
+    processing: Annotated[ProcessingForm, Depends()],
     webhook_url: Annotated[str | None, Form()] = None,
-    quality: Annotated[int | None, Form(ge=1, le=100)] = None,
-    relative_quality: Annotated[float | None, Form(gt=0, le=1)] = None,
-    output_format: Annotated[OutputFormat, Form()] = OutputFormat.KEEP,
-    max_width: Annotated[int | None, Form(ge=1, le=20000)] = None,
-    max_height: Annotated[int | None, Form(ge=1, le=20000)] = None,
-    keep_metadata: Annotated[bool, Form()] = False,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     runtime = _runtime(request)
-    options = intake.processing_options(
-        runtime.settings,
-        quality=quality,
-        relative_quality=relative_quality,
-        output_format=output_format,
-        max_width=max_width,
-        max_height=max_height,
-        keep_metadata=keep_metadata,
-    )
+    options = intake.processing_options(runtime.settings, **dataclasses.asdict(processing))
     batch, created = intake.upload(
         runtime,
         _dispatcher(request),
@@ -131,13 +132,11 @@ def upload(
 
 @router.get(
     "/api/status/{request_id}",
-    response_model=schemas.StatusResponse,
     responses=ERROR_RESPONSES,
     summary="Status, counts and progress of a batch",
 )
 @router.get(
     "/api/batches/{request_id}",
-    response_model=schemas.StatusResponse,
     responses=ERROR_RESPONSES,
     summary="Same as /api/status/{request_id}",
     operation_id="get_batch",
@@ -150,14 +149,7 @@ def status(
     batch = detail.batch
     webhook = None
     if detail.webhook is not None:
-        webhook = schemas.WebhookStatus(
-            url=detail.webhook.url,
-            status=detail.webhook.status,
-            attempts=detail.webhook.attempts,
-            last_status_code=detail.webhook.last_status_code,
-            last_error=detail.webhook.last_error,
-            delivered_at=detail.webhook.delivered_at,
-        )
+        webhook = schemas.WebhookStatus.model_validate(detail.webhook, from_attributes=True)
     return schemas.StatusResponse(
         **_summary(runtime, batch).model_dump(),
         started_at=batch.started_at,
@@ -177,28 +169,23 @@ def status(
 
 @router.get(
     "/api/batches",
-    response_model=schemas.BatchList,
     summary="List batches, newest first",
 )
 def list_batches(
-    request: Request,
-    who: CurrentPrincipal,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    status: BatchStatus | None = None,
+    request: Request, who: CurrentPrincipal, query: Annotated[batches.BatchQuery, Query()]
 ) -> schemas.BatchList:
     runtime = _runtime(request)
-    items, total = batches.list_batches(
-        runtime, tenant=who.tenant, offset=offset, limit=limit, status=status
-    )
+    items, total = batches.list_batches(runtime, query, tenant=who.tenant)
     return schemas.BatchList(
-        items=[_summary(runtime, b) for b in items], total=total, offset=offset, limit=limit
+        items=[_summary(runtime, b) for b in items],
+        total=total,
+        offset=query.offset,
+        limit=query.limit,
     )
 
 
 @router.get(
     "/api/batches/{request_id}/images",
-    response_model=schemas.ImagePage,
     responses=ERROR_RESPONSES,
     summary="Per-image detail, in CSV order, paginated",
 )
@@ -206,14 +193,10 @@ def list_images(
     request: Request,
     request_id: uuid.UUID,
     who: CurrentPrincipal,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    status: ImageStatus | None = None,
+    query: Annotated[batches.ImageQuery, Query()],
 ) -> schemas.ImagePage:
     runtime = _runtime(request)
-    rows, total = batches.list_images(
-        runtime, request_id, tenant=who.tenant, offset=offset, limit=limit, status=status
-    )
+    rows, total = batches.list_images(runtime, request_id, query, tenant=who.tenant)
     items = [
         schemas.ImageDetail(
             row=r.row_number,
@@ -236,7 +219,7 @@ def list_images(
         )
         for r in rows
     ]
-    return schemas.ImagePage(items=items, total=total, offset=offset, limit=limit)
+    return schemas.ImagePage(items=items, total=total, offset=query.offset, limit=query.limit)
 
 
 @router.get(
@@ -252,7 +235,6 @@ def download_output(request: Request, request_id: uuid.UUID, who: CurrentPrincip
 
 @router.post(
     "/api/batches/{request_id}/cancel",
-    response_model=schemas.BatchSummary,
     responses=ERROR_RESPONSES,
     summary="Cancel a pending or processing batch",
 )
@@ -263,7 +245,6 @@ def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> sc
 
 @router.post(
     "/api/batches/{request_id}/retry",
-    response_model=schemas.RetryResponse,
     responses=ERROR_RESPONSES,
     summary="Queue the failed images of a finished batch again",
 )
@@ -310,7 +291,7 @@ def metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.get("/healthz", response_model=schemas.Health, summary="Liveness")
+@router.get("/healthz", summary="Liveness")
 def healthz() -> schemas.Health:
     return schemas.Health(status="ok")
 

@@ -71,13 +71,7 @@ class CsvLimits:
 
     @classmethod
     def from_settings(cls, s: Settings) -> CsvLimits:
-        return cls(
-            max_bytes=s.max_upload_bytes,
-            max_rows=s.max_rows,
-            max_urls_per_row=s.max_urls_per_row,
-            max_url_length=s.max_url_length,
-            max_reported_errors=s.max_reported_errors,
-        )
+        return s.view(cls, max_bytes="max_upload_bytes")
 
 
 @dataclass(frozen=True)

@@ -198,11 +198,16 @@ def release_leases(session: Session, owner: str) -> int:
 
 
 def _record(
-    session: Session, image_id: int, owner: str, values: dict[str, Any]
-) -> tuple[uuid.UUID, int] | None:
-    """Set an image's final values if we still hold its lease, and copy them to the images
-    of the same batch that repeat its URL (fetched once, recorded for each). Returns the
-    batch and how many images were recorded, or None when the lease was lost."""
+    session: Session,
+    image_id: int,
+    owner: str,
+    values: dict[str, Any],
+    batch_totals: dict[str, int],
+) -> bool:
+    """Set an image's final values if we still hold its lease, copy them to the images of
+    the same batch that repeat its URL (fetched once, recorded for each), and add
+    ``batch_totals`` (what one image adds to the batch's counters) once per image recorded.
+    False, and nothing changed, when the lease was lost."""
     now = utcnow()
     batch_id = session.execute(
         update(Image)
@@ -215,18 +220,24 @@ def _record(
         .returning(Image.batch_id)
     ).scalar_one_or_none()
     if batch_id is None:
-        return None
+        return False
     copies = session.execute(
         update(Image)
         .where(Image.duplicate_of == image_id, Image.status == ImageStatus.PENDING)
         .values(**values, finished_at=now)
     ).rowcount  # type: ignore[attr-defined]
-    return batch_id, 1 + int(copies)
+    count = 1 + int(copies)
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values({name: getattr(Batch, name) + each * count for name, each in batch_totals.items()})
+    )
+    return True
 
 
 def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> bool:
     """Record a processed image once. False when the lease was lost to another worker."""
-    recorded = _record(
+    return _record(
         session,
         image_id,
         owner,
@@ -245,26 +256,14 @@ def record_success(session: Session, image_id: int, owner: str, outcome: ImageSu
             "error_code": None,
             "error_message": None,
         },
+        {"images_done": 1, "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out},
     )
-    if recorded is None:
-        return False
-    batch_id, count = recorded
-    session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id)
-        .values(
-            images_done=Batch.images_done + count,
-            bytes_in=Batch.bytes_in + outcome.bytes_in * count,
-            bytes_out=Batch.bytes_out + outcome.bytes_out * count,
-        )
-    )
-    return True
 
 
 def record_failure(
     session: Session, image_id: int, owner: str, code: str, message: str, duration_ms: float
 ) -> bool:
-    recorded = _record(
+    return _record(
         session,
         image_id,
         owner,
@@ -274,14 +273,8 @@ def record_failure(
             "error_message": message,
             "duration_ms": duration_ms,
         },
+        {"images_failed": 1},
     )
-    if recorded is None:
-        return False
-    batch_id, count = recorded
-    session.execute(
-        update(Batch).where(Batch.id == batch_id).values(images_failed=Batch.images_failed + count)
-    )
-    return True
 
 
 def link_duplicate_urls(session: Session, batch_id: uuid.UUID) -> int:

@@ -35,19 +35,7 @@ class FetchConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchConfig:
-        return cls(
-            connect_timeout=settings.fetch_connect_timeout,
-            read_timeout=settings.fetch_read_timeout,
-            total_timeout=settings.fetch_total_timeout,
-            max_bytes=settings.fetch_max_bytes,
-            max_redirects=settings.fetch_max_redirects,
-            retries=settings.fetch_retries,
-            backoff_base=settings.fetch_backoff_base,
-            backoff_max=settings.fetch_backoff_max,
-            concurrency=settings.fetch_concurrency,
-            per_host=settings.fetch_per_host,
-            user_agent=settings.user_agent,
-            allow=list(settings.fetch_allow),
-            allowed_ports=list(settings.fetch_allowed_ports),
-            max_url_length=settings.max_url_length,
+        # Settings.fetch_* holds every fetch limit but these two, which others read too.
+        return settings.view(
+            cls, prefix="fetch_", user_agent="user_agent", max_url_length="max_url_length"
         )

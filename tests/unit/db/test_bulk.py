@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelbatch import batches
+from pixelbatch import intake
 from pixelbatch.catalog import CsvRejected
 from pixelbatch.db import bulk
 from pixelbatch.db.engine import transaction
@@ -178,9 +178,9 @@ def _csv(rows: int, *, bad_last: bool = False) -> bytes:
 
 
 def test_submit_batch_stores_every_slice(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batches, "INSERT_SLICE", 7)
-    batch, created = batches.submit_batch(
-        runtime, io.BytesIO(_csv(30)), filename="c.csv", options=TransformOptions()
+    monkeypatch.setattr(intake, "INSERT_SLICE", 7)
+    batch, created = intake.upload(
+        runtime, None, io.BytesIO(_csv(30)), filename="c.csv", options=TransformOptions()
     )
     assert created
     assert (batch.products_total, batch.images_total) == (30, 60)
@@ -203,10 +203,11 @@ def test_submit_batch_rejected_late_stores_nothing(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A problem in the last row, after several slices were written: all rolled back."""
-    monkeypatch.setattr(batches, "INSERT_SLICE", 7)
+    monkeypatch.setattr(intake, "INSERT_SLICE", 7)
     with pytest.raises(CsvRejected) as info:
-        batches.submit_batch(
+        intake.upload(
             runtime,
+            None,
             io.BytesIO(_csv(30, bad_last=True)),
             filename="c.csv",
             options=TransformOptions(),
