@@ -1,4 +1,4 @@
-"""A batch's life after upload: one finaliser, its output pages, completion, cancel, retry.
+"""A batch's life after upload: started, one finaliser, its output pages, completion, cancel, retry.
 
 Like the image state machine, each change is a conditional UPDATE that names the state it
 expects, so racing callers change nothing twice. Callers own the transaction.
@@ -7,7 +7,7 @@ expects, so racing callers change nothing twice. Callers own the transaction.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -23,6 +23,15 @@ from pixelbatch.db.models import (
     Product,
     utcnow,
 )
+
+
+def mark_started(session: Session, batch_id: uuid.UUID, now: datetime) -> None:
+    """A pending batch becomes PROCESSING when its first image is leased."""
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.PENDING)
+        .values(status=BatchStatus.PROCESSING, started_at=now)
+    )
 
 
 def claim_finalization(session: Session, batch_id: uuid.UUID, lease_seconds: float) -> bool:

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from pixelbatch.db import batch_lifecycle
 from pixelbatch.db.models import (
     ACTIVE_BATCH_STATES,
     Batch,
-    BatchStatus,
     Image,
     ImageStatus,
     Product,
@@ -129,11 +129,7 @@ def _claim_from_batch(
             attempts=Image.attempts + 1,
         )
     )
-    session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.PENDING)
-        .values(status=BatchStatus.PROCESSING, started_at=now)
-    )
+    batch_lifecycle.mark_started(session, batch_id, now)
     return [
         ClaimedImage(
             id=r.id,

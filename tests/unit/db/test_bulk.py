@@ -1,4 +1,4 @@
-"""insert_products and submit_batch on both databases: what the fast paths (executemany on
+"""insert_products and intake.upload on both databases: what the fast paths (executemany on
 SQLite, COPY on PostgreSQL) store must be exactly what the ORM would have stored, in CSV
 order, inside the caller's transaction. PostgreSQL cases use the test server
 (PIXELBATCH_TEST_PG, as tests/distributed do)."""
@@ -150,7 +150,7 @@ def test_duplicates_link_to_the_first_occurrence(sessions: sessionmaker[Session]
     assert [i.duplicate_of for i in images if i.url == "http://h/a"][1:] == [first_a.id] * 2
 
 
-# -- submit_batch ---------------------------------------------------------------------------
+# -- intake.upload --------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def _csv(rows: int, *, bad_last: bool = False) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def test_submit_batch_stores_every_slice(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_stores_every_slice(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(intake, "INSERT_SLICE", 7)
     batch, created = intake.upload(
         runtime, None, io.BytesIO(_csv(30)), filename="c.csv", options=TransformOptions()
@@ -199,7 +199,7 @@ def test_submit_batch_stores_every_slice(runtime: Runtime, monkeypatch: pytest.M
     assert sum(r.duplicate_of is not None for r in rows) == 30 - 7
 
 
-def test_submit_batch_rejected_late_stores_nothing(
+def test_upload_rejected_late_stores_nothing(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A problem in the last row, after several slices were written: all rolled back."""

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelbatch.batches import submit_batch
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import ClaimedImage, claim_images
 from pixelbatch.db.models import Batch, Image, ImageStatus
 from pixelbatch.demo.server import ImageServer
+from pixelbatch.intake import upload as intake_upload
 from pixelbatch.jobs import routine
 from pixelbatch.jobs.transform_pool import inline_runner
 from pixelbatch.runtime import Runtime
@@ -38,10 +38,12 @@ def upload(
     *,
     webhook_url: str | None = None,
 ) -> uuid.UUID:
-    """A batch submitted the way the API submits one: a CSV through ``submit_batch``."""
+    """A batch submitted the way the API submits one: a CSV through ``intake.upload``
+    (no dispatcher: the test runs the work itself)."""
     data = support.csv_bytes(rows)
-    batch, created = submit_batch(
+    batch, created = intake_upload(
         runtime,
+        None,
         io.BytesIO(data),
         filename="catalog.csv",
         options=TransformOptions(),
