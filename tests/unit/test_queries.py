@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import uuid
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.db import queries
 from pixelbatch.db.engine import transaction
@@ -17,12 +18,12 @@ from tests import support
 
 
 @pytest.fixture
-def sessions(tmp_path: Path):
-    with support.migrated_sessions(f"sqlite:///{tmp_path / 'db.sqlite3'}") as factory:
+def sessions(migrated_sqlite_url: str) -> Iterator[sessionmaker[Session]]:
+    with support.sessions(migrated_sqlite_url) as factory:
         yield factory
 
 
-def _batch(sessions, products: int, urls_per_product: int = 1) -> uuid.UUID:
+def _batch(sessions: sessionmaker[Session], products: int, urls_per_product: int = 1) -> uuid.UUID:
     batch_id = uuid.uuid4()
     with transaction(sessions) as session:
         session.add(
@@ -42,7 +43,7 @@ def _batch(sessions, products: int, urls_per_product: int = 1) -> uuid.UUID:
             for i in range(products)
         ]
         images = queries.insert_products(session, batch_id, new)
-        batch = session.get(Batch, batch_id)
+        batch = session.get_one(Batch, batch_id)
         batch.products_total = products
         batch.images_total = images
     return batch_id
@@ -52,7 +53,7 @@ def _success(key: str = "k") -> queries.ImageSuccess:
     return queries.ImageSuccess(key, "image/jpeg", 10, 5, 1, 1, "JPEG", 90, 45, 1.0)
 
 
-def test_claim_leases_each_image_once(sessions) -> None:
+def test_claim_leases_each_image_once(sessions: sessionmaker[Session]) -> None:
     _batch(sessions, 10)
     with transaction(sessions) as s:
         first = queries.claim_images(s, owner="a", limit=6, lease_seconds=60)
@@ -64,7 +65,9 @@ def test_claim_leases_each_image_once(sessions) -> None:
         assert queries.claim_images(s, owner="c", limit=6, lease_seconds=60) == []
 
 
-def test_expired_lease_is_reclaimed_and_loser_cannot_record(sessions) -> None:
+def test_expired_lease_is_reclaimed_and_loser_cannot_record(
+    sessions: sessionmaker[Session],
+) -> None:
     _batch(sessions, 1)
     with transaction(sessions) as s:
         [item] = queries.claim_images(s, owner="dead", limit=1, lease_seconds=-1)
@@ -76,13 +79,13 @@ def test_expired_lease_is_reclaimed_and_loser_cannot_record(sessions) -> None:
         assert queries.record_success(s, item.id, "alive", _success())
         assert not queries.record_success(s, item.id, "alive", _success())
     with transaction(sessions) as s:
-        image = s.get(Image, item.id)
-        batch = s.get(Batch, item.batch_id)
+        image = s.get_one(Image, item.id)
+        batch = s.get_one(Batch, item.batch_id)
         assert image.status == ImageStatus.DONE and image.attempts == 2
         assert batch.images_done == 1
 
 
-def test_claims_are_shared_fairly_between_batches(sessions) -> None:
+def test_claims_are_shared_fairly_between_batches(sessions: sessionmaker[Session]) -> None:
     big = _batch(sessions, 100)
     small = _batch(sessions, 3)
     with transaction(sessions) as s:
@@ -91,7 +94,7 @@ def test_claims_are_shared_fairly_between_batches(sessions) -> None:
     assert by_batch[small] == 3 and by_batch[big] == 5
 
 
-def test_only_one_of_many_racing_finalisers_wins(sessions) -> None:
+def test_only_one_of_many_racing_finalisers_wins(sessions: sessionmaker[Session]) -> None:
     batch_id = _batch(sessions, 2)
     with transaction(sessions) as s:
         items = queries.claim_images(s, owner="w", limit=2, lease_seconds=60)
@@ -123,7 +126,9 @@ def test_only_one_of_many_racing_finalisers_wins(sessions) -> None:
         )
 
 
-def test_cancel_stops_pending_images_and_retry_requeues_failures(sessions) -> None:
+def test_cancel_stops_pending_images_and_retry_requeues_failures(
+    sessions: sessionmaker[Session],
+) -> None:
     batch_id = _batch(sessions, 3)
     with transaction(sessions) as s:
         assert queries.cancel_batch(s, batch_id)
@@ -147,11 +152,13 @@ def test_cancel_stops_pending_images_and_retry_requeues_failures(sessions) -> No
         )
     with transaction(sessions) as s:
         assert queries.retry_failed_images(s, other) == 1
-        batch = s.get(Batch, other)
+        batch = s.get_one(Batch, other)
         assert batch.status == BatchStatus.PROCESSING and batch.images_failed == 0
 
 
-def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(sessions) -> None:
+def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(
+    sessions: sessionmaker[Session],
+) -> None:
     batch_id = uuid.uuid4()
     with transaction(sessions) as session:
         session.add(
@@ -166,7 +173,9 @@ def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(sessio
         session.flush()
         urls = [["http://h/a", "http://h/b"], ["http://h/a"], ["http://h/c", "http://h/a"]]
         new = [queries.NewProduct(i + 2, str(i), "p", [], u) for i, u in enumerate(urls)]
-        session.get(Batch, batch_id).images_total = queries.insert_products(session, batch_id, new)
+        session.get_one(Batch, batch_id).images_total = queries.insert_products(
+            session, batch_id, new
+        )
         assert queries.link_duplicate_urls(session, batch_id) == 2
     with transaction(sessions) as s:
         assert queries.count_claimable(s) == 3
@@ -177,7 +186,7 @@ def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(sessio
         queries.record_success(s, by_url["http://h/a"].id, "w", _success("out-a"))
         queries.record_failure(s, by_url["http://h/b"].id, "w", "http_404", "gone", 1.0)
     with transaction(sessions) as s:
-        batch = s.get(Batch, batch_id)
+        batch = s.get_one(Batch, batch_id)
         assert (batch.images_done, batch.images_failed) == (3, 1)
         a_images = s.scalars(select(Image).where(Image.url == "http://h/a")).all()
         assert {(i.status, i.output_key) for i in a_images} == {(ImageStatus.DONE, "out-a")}
