@@ -30,6 +30,9 @@ E2E_MODULES = frozenset(
 # In-process tests of a few seconds each, by name so they stay marked when modules move.
 SLOW_TESTS = frozenset(
     {
+        "test_deploy_commands_exist_in_the_cli",  # a Python subprocess per command
+        "test_one_worker_process_survives_every_hostile_sample",
+        "test_pool_survives_a_child_killed_mid_image_and_fails_only_that_image",
         "test_streaming_100k_rows_in_bounded_memory",
     }
 )
