@@ -4,6 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 COMPOSE_VENV ?= .venv-compose
 MODE ?= embedded
+# pytest-xdist workers for `make test`. Most end-to-end tests wait on servers, workers and
+# timeouts rather than compute, so more workers than cores pays; each worker has its own
+# databases (tests/conftest.py). --dist loadgroup keeps a module's shared fixtures on one worker.
+TEST_WORKERS ?= 4
+PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadgroup
 
 .DEFAULT_GOAL := help
 
@@ -35,8 +40,11 @@ demo: install ## Process the bundled example catalog, offline
 run: install ## Serve the API with embedded workers on http://127.0.0.1:8000
 	$(BIN)/pixelbatch serve
 
-test: install deploy-tools ## Run the whole test suite
-	$(BIN)/pytest
+test: install deploy-tools ## Run the whole test suite, in parallel (TEST_WORKERS=4)
+	$(BIN)/pytest $(PYTEST_XDIST)
+
+test-fast: install ## In-process tests only (not e2e, not slow), in parallel: under a minute
+	$(BIN)/pytest -m "not e2e and not slow" -n auto --dist loadgroup
 
 bench: install ## Benchmark against the codec floor and a naive tool (apt-installs photos once)
 	$(BIN)/python -m bench.run
@@ -53,6 +61,9 @@ lint: install ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
+hooks: install ## Install the git pre-commit hook: ruff and mypy on every commit
+	$(BIN)/pre-commit install
+
 format: install ## Apply ruff formatting and fixes
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
@@ -60,4 +71,4 @@ format: install ## Apply ruff formatting and fixes
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) $(COMPOSE_VENV) pixelbatch-data .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install deploy-tools demo run test bench bench-quick profile lint format clean
+.PHONY: help install deploy-tools demo run test test-fast bench bench-quick profile lint hooks format clean

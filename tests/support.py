@@ -1,10 +1,12 @@
-"""Test helpers: generated images, a pixelbatch server in a real subprocess, a webhook sink."""
+"""Test helpers: generated images, a pixelbatch server in a real subprocess, a webhook sink,
+and the databases each pytest-xdist worker owns."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +24,9 @@ from typing import Any
 import httpx
 import psycopg
 from PIL import Image
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from pixelbatch.db.engine import make_engine, make_session_factory
 from pixelbatch.db.migrate import upgrade
@@ -213,6 +217,16 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
+def sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    """A session factory on ``url``, its engine disposed afterwards."""
+    engine = make_engine(url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
 def migrated_sessions(url: str) -> Iterator[sessionmaker[Session]]:
     """A session factory on ``url`` after running every migration, disposed afterwards."""
     engine = make_engine(url)
@@ -221,3 +235,64 @@ def migrated_sessions(url: str) -> Iterator[sessionmaker[Session]]:
         yield make_session_factory(engine)
     finally:
         engine.dispose()
+
+
+def empty_postgres(url: str) -> None:
+    """Truncate every table but Alembic's, restarting identities, so a migrated database
+    reused between tests looks freshly migrated. The lock timeout turns a connection some
+    earlier test leaked mid-transaction into a failure instead of a hang."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '10s'"))
+            tables = conn.scalars(
+                text(
+                    "SELECT quote_ident(tablename) FROM pg_tables"
+                    " WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+                )
+            ).all()
+            if tables:
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+
+
+def migrate_sqlite(path: Path) -> None:
+    """Create ``path`` as a migrated SQLite database, all in the one file (WAL checkpointed
+    on close), so copying that file gives a fresh database without migrating again."""
+    with migrated_sessions(f"sqlite:///{path}"):
+        pass
+    leftover = [p for p in path.parent.glob(path.name + "-*") if p.stat().st_size]
+    assert not leftover, f"SQLite left {leftover} next to the template"
+
+
+def copy_sqlite(template: Path, path: Path) -> str:
+    """A fresh copy of a ``migrate_sqlite`` template at ``path``, as a SQLAlchemy URL."""
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+# --------------------------------------------------------------------------- xdist workers
+
+REDIS_BASE = os.environ.get("PIXELBATCH_TEST_REDIS", "redis://127.0.0.1:6379")
+
+# One Redis database per xdist worker. Never 0 (a developer's default), and 12-15 stay free:
+# tests/unit/test_ratelimit.py and other tools use fixed numbers there.
+WORKER_REDIS_DBS = (8, 9, 10, 11, 1, 2, 3, 4, 5, 6, 7)
+
+
+def worker_index() -> int:
+    """This pytest-xdist worker's number (``gw3`` is 3); 0 when not under xdist."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+def worker_redis_url() -> str:
+    """This worker's own Redis database: the Celery broker's keys have fixed names, so two
+    workers sharing a database would take each other's messages."""
+    index = worker_index()
+    if index >= len(WORKER_REDIS_DBS):
+        raise RuntimeError(
+            f"xdist worker {index} has no Redis database of its own: "
+            f"run with at most {len(WORKER_REDIS_DBS)} workers"
+        )
+    return f"{REDIS_BASE}/{WORKER_REDIS_DBS[index]}"

@@ -234,12 +234,16 @@ def _parse_dockerfile(text: str) -> tuple[dict[str, str], list[list[Instruction]
     return global_args, stages
 
 
+# Global ARGs, then each stage's instructions.
+Dockerfile = tuple[dict[str, str], list[list[Instruction]]]
+
+
 @pytest.fixture(scope="module")
-def dockerfile() -> tuple[dict[str, str], list[list[Instruction]]]:
+def dockerfile() -> Dockerfile:
     return _parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
 
 
-def _final_stage(dockerfile: tuple[dict[str, str], list[list[Instruction]]]) -> list[Instruction]:
+def _final_stage(dockerfile: Dockerfile) -> list[Instruction]:
     return dockerfile[1][-1]
 
 
@@ -248,7 +252,7 @@ def _base_image(from_args: str, global_args: dict[str, str]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: global_args.get(m.group(1), m.group(0)), image)
 
 
-def test_dockerfile_is_multi_stage_on_python_slim(dockerfile):
+def test_dockerfile_is_multi_stage_on_python_slim(dockerfile: Dockerfile) -> None:
     global_args, stages = dockerfile
     assert len(stages) >= 2, "the Dockerfile must have a builder and a runtime stage"
     for stage in stages:
@@ -258,13 +262,13 @@ def test_dockerfile_is_multi_stage_on_python_slim(dockerfile):
     assert any(c.startswith("--from=builder") and "/opt/venv" in c for c in copies), copies
 
 
-def test_dockerfile_builder_installs_the_package_with_flower(dockerfile):
+def test_dockerfile_builder_installs_the_package_with_flower(dockerfile: Dockerfile) -> None:
     runs = " ".join(i.args for i in dockerfile[1][0] if i.keyword == "RUN")
     assert "/opt/venv" in runs
     assert '.[flower]"' in runs
 
 
-def test_dockerfile_final_stage_runs_as_non_root(dockerfile):
+def test_dockerfile_final_stage_runs_as_non_root(dockerfile: Dockerfile) -> None:
     users = [i.args for i in _final_stage(dockerfile) if i.keyword == "USER"]
     assert users, "the final stage must switch to a non-root USER"
     user = users[-1].split(":")[0]
@@ -272,13 +276,13 @@ def test_dockerfile_final_stage_runs_as_non_root(dockerfile):
     assert user == "10001"
 
 
-def test_dockerfile_final_stage_has_no_build_tools(dockerfile):
+def test_dockerfile_final_stage_has_no_build_tools(dockerfile: Dockerfile) -> None:
     runs = " ".join(i.args for i in _final_stage(dockerfile) if i.keyword == "RUN")
     for tool in ("build-essential", "gcc", "g++", "make ", "apt-get install", "curl"):
         assert tool not in runs, f"{tool!r} installed in the final stage"
 
 
-def test_dockerfile_runtime_settings(dockerfile):
+def test_dockerfile_runtime_settings(dockerfile: Dockerfile) -> None:
     final = _final_stage(dockerfile)
     by_keyword: dict[str, list[str]] = {}
     for i in final:
@@ -299,7 +303,7 @@ def test_dockerfile_runtime_settings(dockerfile):
     ]
 
 
-def test_dockerfile_healthcheck_uses_python_on_healthz(dockerfile):
+def test_dockerfile_healthcheck_uses_python_on_healthz(dockerfile: Dockerfile) -> None:
     checks = [i.args for i in _final_stage(dockerfile) if i.keyword == "HEALTHCHECK"]
     assert checks, "the final stage must have a HEALTHCHECK"
     assert "CMD" in checks[-1]
@@ -307,7 +311,7 @@ def test_dockerfile_healthcheck_uses_python_on_healthz(dockerfile):
     assert "/healthz" in checks[-1]
 
 
-def test_dockerignore_keeps_local_state_out():
+def test_dockerignore_keeps_local_state_out() -> None:
     patterns = {
         line.strip()
         for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
@@ -331,19 +335,19 @@ def compose_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return config
 
 
-def test_compose_config_has_every_service(compose_config):
+def test_compose_config_has_every_service(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     for name in ("postgres", "redis", "migrate", "api", "worker", "flower"):
         assert name in services, f"service {name} missing"
 
 
-def test_compose_app_services_share_one_image(compose_config):
+def test_compose_app_services_share_one_image(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     images = {services[name]["image"] for name in APP_SERVICES}
     assert len(images) == 1, images
 
 
-def test_compose_api_and_worker_share_the_data_volume(compose_config):
+def test_compose_api_and_worker_share_the_data_volume(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     api_source = _volume_mounts(services["api"]).get("/data")
     worker_source = _volume_mounts(services["worker"]).get("/data")
@@ -356,7 +360,7 @@ def test_compose_api_and_worker_share_the_data_volume(compose_config):
         assert env["PIXELBATCH_STORAGE_URL"] == "file:///data/outputs"
 
 
-def test_compose_healthchecks(compose_config):
+def test_compose_healthchecks(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     for name in ("postgres", "redis", "api"):
         assert _healthcheck_enabled(services[name]), f"{name} has no healthcheck"
@@ -368,7 +372,7 @@ def test_compose_healthchecks(compose_config):
         assert not _healthcheck_enabled(services[name]), f"{name} inherits an HTTP healthcheck"
 
 
-def test_compose_start_order(compose_config):
+def test_compose_start_order(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert str(services["migrate"]["restart"]) == "no"
@@ -379,7 +383,7 @@ def test_compose_start_order(compose_config):
     assert services["flower"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-def test_compose_commands(compose_config):
+def test_compose_commands(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     assert _as_list(services["migrate"]["command"]) == ["pixelbatch", "db", "upgrade"]
     assert _as_list(services["api"]["command"])[:2] == ["pixelbatch", "serve"]
@@ -391,7 +395,7 @@ def test_compose_commands(compose_config):
     assert "flower" in flower
 
 
-def test_compose_worker_scaling_and_shutdown(compose_config):
+def test_compose_worker_scaling_and_shutdown(compose_config: dict[str, Any]) -> None:
     worker = compose_config["services"]["worker"]
     assert worker["deploy"]["replicas"] >= 2
     # Compose sets no PIXELBATCH_CHUNK_TIME_LIMIT: the code's default applies.
@@ -400,14 +404,14 @@ def test_compose_worker_scaling_and_shutdown(compose_config):
     assert grace > _default_chunk_time_limit(), "a stopping worker must outlast a chunk"
 
 
-def test_compose_redis_persists_the_queue(compose_config):
+def test_compose_redis_persists_the_queue(compose_config: dict[str, Any]) -> None:
     redis = compose_config["services"]["redis"]
     command = _as_list(redis["command"])
     assert command[command.index("--appendonly") + 1] == "yes"
     assert _volume_mounts(redis).get("/data")
 
 
-def test_compose_publishes_only_the_api_and_local_flower(compose_config):
+def test_compose_publishes_only_the_api_and_local_flower(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     for name in ("postgres", "redis", "migrate", "worker"):
         assert not services[name].get("ports"), f"{name} should not publish ports"
@@ -415,7 +419,7 @@ def test_compose_publishes_only_the_api_and_local_flower(compose_config):
     assert "127.0.0.1" in flower_ports
 
 
-def test_compose_refuses_to_run_without_secrets(tmp_path):
+def test_compose_refuses_to_run_without_secrets(tmp_path: Path) -> None:
     empty_env_file = tmp_path / "empty.env"
     empty_env_file.write_text("")
     result = _run_compose_config({}, empty_env_file, "--quiet")
@@ -423,7 +427,7 @@ def test_compose_refuses_to_run_without_secrets(tmp_path):
     assert "POSTGRES_PASSWORD" in result.stderr or "PIXELBATCH_WEBHOOK_SECRET" in result.stderr
 
 
-def test_compose_env_example_is_complete_and_holds_no_secret():
+def test_compose_env_example_is_complete_and_holds_no_secret() -> None:
     result = _run_compose_config({}, ENV_EXAMPLE, "--quiet")
     assert result.returncode == 0, result.stderr
     values = dict(
@@ -447,7 +451,7 @@ def _k8s_cases() -> list[Any]:
 
 
 @pytest.mark.parametrize(("path", "index"), _k8s_cases())
-def test_k8s_manifest_is_valid(path: Path, index: int):
+def test_k8s_manifest_is_valid(path: Path, index: int) -> None:
     kv = _kubernetes_validate()
     document = _load_yaml_docs(path)[index]
     for version in (*K8S_VERSIONS, kv.latest_version()):
@@ -460,7 +464,7 @@ def test_k8s_manifest_is_valid(path: Path, index: int):
             pytest.fail(f"{path.name}: {e.message}")
 
 
-def test_k8s_strict_validation_rejects_unknown_fields():
+def test_k8s_strict_validation_rejects_unknown_fields() -> None:
     kv = _kubernetes_validate()
     deployment = _k8s_object("Deployment", "pixelbatch-api")
     broken = json.loads(json.dumps(deployment))
@@ -469,7 +473,7 @@ def test_k8s_strict_validation_rejects_unknown_fields():
         kv.validate(broken, K8S_VERSIONS[0], strict=True)
 
 
-def test_k8s_kustomization_lists_every_manifest():
+def test_k8s_kustomization_lists_every_manifest() -> None:
     kustomization = _load_yaml_docs(KUSTOMIZATION)[0]
     assert kustomization["kind"] == "Kustomization"
     assert sorted(kustomization["resources"]) == sorted(p.name for p in _k8s_files())
@@ -483,7 +487,7 @@ def test_k8s_kustomization_lists_every_manifest():
             assert container["image"] in image_names, f"{where}: image not set by kustomization"
 
 
-def test_k8s_api_probes():
+def test_k8s_api_probes() -> None:
     deployment = _k8s_object("Deployment", "pixelbatch-api")
     assert deployment["spec"]["replicas"] >= 2
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -496,7 +500,7 @@ def test_k8s_api_probes():
         assert ports.get(probe["port"], probe["port"]) == 8000
 
 
-def test_k8s_service_routes_80_to_the_api():
+def test_k8s_service_routes_80_to_the_api() -> None:
     service = _k8s_object("Service", "pixelbatch-api")
     deployment = _k8s_object("Deployment", "pixelbatch-api")
     assert service["spec"]["type"] == "ClusterIP"
@@ -509,7 +513,7 @@ def test_k8s_service_routes_80_to_the_api():
     assert ports.get(port["targetPort"], port["targetPort"]) == 8000
 
 
-def test_k8s_every_container_has_resources():
+def test_k8s_every_container_has_resources() -> None:
     for where, pod in _pod_specs():
         for container in _containers(pod):
             resources = container.get("resources", {})
@@ -519,7 +523,7 @@ def test_k8s_every_container_has_resources():
                 )
 
 
-def test_k8s_every_pod_runs_as_non_root():
+def test_k8s_every_pod_runs_as_non_root() -> None:
     for where, pod in _pod_specs():
         pod_context = pod.get("securityContext", {})
         for container in _containers(pod):
@@ -535,7 +539,7 @@ def test_k8s_every_pod_runs_as_non_root():
         assert pod.get("automountServiceAccountToken") is False, where
 
 
-def test_k8s_every_pod_gets_config_and_secret():
+def test_k8s_every_pod_gets_config_and_secret() -> None:
     configmap = _k8s_object("ConfigMap", "pixelbatch-config")
     secret = _k8s_object("Secret", "pixelbatch-secrets")
     for where, pod in _pod_specs():
@@ -557,7 +561,7 @@ def test_k8s_every_pod_gets_config_and_secret():
         assert "CHANGE-ME" in secret["stringData"][name], f"{name} must be a placeholder"
 
 
-def test_k8s_migrate_job_runs_db_upgrade():
+def test_k8s_migrate_job_runs_db_upgrade() -> None:
     job = _k8s_object("Job", "pixelbatch-migrate")
     assert job["spec"]["backoffLimit"] >= 1
     pod = job["spec"]["template"]["spec"]
@@ -567,7 +571,7 @@ def test_k8s_migrate_job_runs_db_upgrade():
     assert command == ["pixelbatch", "db", "upgrade"]
 
 
-def test_k8s_worker_deployment():
+def test_k8s_worker_deployment() -> None:
     deployment = _k8s_object("Deployment", "pixelbatch-worker")
     assert deployment["spec"]["replicas"] >= 2
     pod = deployment["spec"]["template"]["spec"]
@@ -585,7 +589,7 @@ def test_k8s_worker_deployment():
     assert concurrency == int(cpu_limit), (concurrency, cpu_limit)
 
 
-def test_k8s_api_and_worker_share_the_pvc():
+def test_k8s_api_and_worker_share_the_pvc() -> None:
     pvc = _k8s_object("PersistentVolumeClaim", "pixelbatch-data")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     mounts = {}
@@ -639,7 +643,7 @@ def _pixelbatch_executable() -> list[str]:
 @pytest.mark.parametrize(
     "command", _pixelbatch_commands(), ids=lambda c: " ".join(_subcommand(c)) or "pixelbatch"
 )
-def test_deploy_commands_exist_in_the_cli(command: list[str]):
+def test_deploy_commands_exist_in_the_cli(command: list[str]) -> None:
     subcommand = _subcommand(command)
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
     result = subprocess.run(

@@ -15,9 +15,6 @@ import redis
 
 from tests import support
 
-REDIS_BASE = os.environ.get("PIXELBATCH_TEST_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = 13
-
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
@@ -27,7 +24,8 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def broker_url() -> Iterator[str]:
-    url = f"{REDIS_BASE}/{REDIS_DB}"
+    """This xdist worker's own Redis database, emptied before and after."""
+    url = support.worker_redis_url()
     client = redis.Redis.from_url(url)
     client.flushdb()
     try:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 import redis
@@ -62,13 +63,14 @@ def _upload(cluster: Cluster, body: bytes, webhook: str | None = None) -> str:
         return str(response.json()["request_id"])
 
 
-def _status(cluster: Cluster, request_id: str) -> dict:
+def _status(cluster: Cluster, request_id: str) -> dict[str, Any]:
     assert cluster.api is not None
     with cluster.api.client() as client:
-        return client.get(f"/api/status/{request_id}").json()
+        body: dict[str, Any] = client.get(f"/api/status/{request_id}").json()
+        return body
 
 
-def _wait(cluster: Cluster, request_id: str, timeout: float = 120) -> dict:
+def _wait(cluster: Cluster, request_id: str, timeout: float = 120) -> dict[str, Any]:
     assert cluster.api is not None
     with cluster.api.client() as client:
         return support.wait_final(client, request_id, timeout=timeout)
@@ -274,11 +276,13 @@ def test_racing_finalisers_write_one_csv_and_one_webhook(cluster_env: dict[str, 
     from pixelbatch.jobs import finalize
     from pixelbatch.runtime import Runtime
     from pixelbatch.settings import Settings
+    from pixelbatch.storage import StoredObject
     from pixelbatch.transform import TransformOptions
 
-    settings = Settings(
-        **{k.removeprefix("PIXELBATCH_").lower(): v for k, v in cluster_env.items()}
-    )
+    values: dict[str, Any] = {
+        k.removeprefix("PIXELBATCH_").lower(): v for k, v in cluster_env.items()
+    }
+    settings = Settings(**values)
     runtime = Runtime(settings)
     try:
         runtime.migrate()
@@ -300,19 +304,19 @@ def test_racing_finalisers_write_one_csv_and_one_webhook(cluster_env: dict[str, 
             n = bulk.insert_products(
                 s, batch_id, [bulk.NewProduct(2, "1", "p", [], ["http://h/a", "http://h/b"])]
             )
-            batch = s.get(Batch, batch_id)
+            batch = s.get_one(Batch, batch_id)
             batch.images_total = n
             batch.products_total = 1
         with transaction(runtime.sessions) as s:
             items = images.claim_images(s, owner="w", limit=2, lease_seconds=60)
             for item in items:
                 images.record_failure(s, item.id, "w", "http_404", "gone", 1.0)
-        writes = []
+        writes: list[str] = []
         original = runtime.storage.put_file
 
-        def counting_put_file(*args, **kwargs):
-            writes.append(args[0])
-            return original(*args, **kwargs)
+        def counting_put_file(key: str, source: IO[bytes], content_type: str) -> StoredObject:
+            writes.append(key)
+            return original(key, source, content_type)
 
         runtime.storage.put_file = counting_put_file  # type: ignore[method-assign]
         barrier = threading.Barrier(6)

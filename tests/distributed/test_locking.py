@@ -21,8 +21,8 @@ from tests import support
 
 
 @pytest.fixture
-def sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
-    with support.migrated_sessions(pg_url) as factory:
+def sessions(migrated_pg_url: str) -> Iterator[sessionmaker[Session]]:
+    with support.sessions(migrated_pg_url) as factory:
         yield factory
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
+
 from pixelbatch.demo.server import ImageServer
 from tests import support
 
 
-def _upload(client, body: bytes):
+def _upload(client: httpx.Client, body: bytes) -> httpx.Response:
     return client.post("/api/upload", files={"file": ("bad.csv", body, "text/csv")})
 
 
@@ -60,7 +64,7 @@ def test_non_utf8_names_the_row(server: support.ServerProcess, images: ImageServ
         )
 
 
-def test_oversized_upload_is_413(tmp_path, server_env) -> None:
+def test_oversized_upload_is_413(tmp_path: Path, server_env: dict[str, str]) -> None:
     proc = support.ServerProcess(
         tmp_path / "small", {**server_env, "PIXELBATCH_MAX_UPLOAD_BYTES": "10000"}
     ).start()

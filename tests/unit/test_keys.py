@@ -27,8 +27,8 @@ from tests import support
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with support.migrated_sessions(f"sqlite:///{tmp_path / 'db.sqlite3'}") as factory:
+def sessions(migrated_sqlite_url: str) -> Iterator[sessionmaker[Session]]:
+    with support.sessions(migrated_sqlite_url) as factory:
         yield factory
 
 

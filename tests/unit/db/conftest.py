@@ -1,9 +1,9 @@
-"""The database tests' default: a migrated SQLite database per test."""
+"""The database tests' default: a migrated SQLite database per test (a copy of the worker's
+migrated template, so no test runs the migrations itself)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +12,6 @@ from tests import support
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with support.migrated_sessions(f"sqlite:///{tmp_path / 'db.sqlite3'}") as factory:
+def sessions(migrated_sqlite_url: str) -> Iterator[sessionmaker[Session]]:
+    with support.sessions(migrated_sqlite_url) as factory:
         yield factory

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.db import batch_lifecycle, images
 from pixelbatch.db.engine import transaction
@@ -12,7 +13,7 @@ from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus
 from tests.unit.db.factories import new_batch, success
 
 
-def test_only_one_of_many_racing_finalisers_wins(sessions) -> None:
+def test_only_one_of_many_racing_finalisers_wins(sessions: sessionmaker[Session]) -> None:
     batch_id = new_batch(sessions, 2)
     with transaction(sessions) as s:
         items = images.claim_images(s, owner="w", limit=2, lease_seconds=60)
@@ -44,7 +45,9 @@ def test_only_one_of_many_racing_finalisers_wins(sessions) -> None:
         )
 
 
-def test_cancel_stops_pending_images_and_retry_requeues_failures(sessions) -> None:
+def test_cancel_stops_pending_images_and_retry_requeues_failures(
+    sessions: sessionmaker[Session],
+) -> None:
     batch_id = new_batch(sessions, 3)
     with transaction(sessions) as s:
         assert batch_lifecycle.cancel_batch(s, batch_id)
@@ -70,5 +73,5 @@ def test_cancel_stops_pending_images_and_retry_requeues_failures(sessions) -> No
         )
     with transaction(sessions) as s:
         assert batch_lifecycle.retry_failed_images(s, other) == 1
-        batch = s.get(Batch, other)
+        batch = s.get_one(Batch, other)
         assert batch.status == BatchStatus.PROCESSING and batch.images_failed == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch import intake
@@ -22,7 +22,7 @@ from pixelbatch.catalog import CsvRejected
 from pixelbatch.db import bulk
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import link_duplicate_urls
-from pixelbatch.db.models import Batch, Image, ImageStatus, Product
+from pixelbatch.db.models import Base, Batch, Image, ImageStatus, Product
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.transform import TransformOptions
@@ -30,17 +30,16 @@ from tests import support
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
-        return
-    with support.postgres_database() as url:
-        yield url
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database with empty tables (PostgreSQL: the xdist worker's, truncated)."""
+    fixture = "migrated_sqlite_url" if request.param == "sqlite" else "migrated_pg_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
 
 
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    with support.migrated_sessions(database_url) as factory:
+    with support.sessions(database_url) as factory:
         yield factory
 
 
@@ -228,10 +227,13 @@ def test_extra_is_encoded_as_json_dumps_would(values: list[str]) -> None:
     ("model", "columns"),
     [(Product, bulk._PRODUCT_COLUMNS), (Image, bulk._IMAGE_COLUMNS)],
 )
-def test_bulk_insert_sets_every_defaulted_column(model: type, columns: tuple[str, ...]) -> None:
+def test_bulk_insert_sets_every_defaulted_column(
+    model: type[Base], columns: tuple[str, ...]
+) -> None:
     """COPY and the raw executemany skip SQLAlchemy's column defaults: a column that gains
     one must be added to the insert, or its rows would silently miss the value."""
     table = model.__table__
+    assert isinstance(table, Table)
     defaulted = {
         c.name
         for c in table.columns

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.db import images
 from pixelbatch.db.bulk import NewProduct, insert_products
@@ -14,7 +15,7 @@ from pixelbatch.transform import TransformOptions
 from tests.unit.db.factories import new_batch, success
 
 
-def test_claim_leases_each_image_once(sessions) -> None:
+def test_claim_leases_each_image_once(sessions: sessionmaker[Session]) -> None:
     new_batch(sessions, 10)
     with transaction(sessions) as s:
         first = images.claim_images(s, owner="a", limit=6, lease_seconds=60)
@@ -26,7 +27,9 @@ def test_claim_leases_each_image_once(sessions) -> None:
         assert images.claim_images(s, owner="c", limit=6, lease_seconds=60) == []
 
 
-def test_expired_lease_is_reclaimed_and_loser_cannot_record(sessions) -> None:
+def test_expired_lease_is_reclaimed_and_loser_cannot_record(
+    sessions: sessionmaker[Session],
+) -> None:
     new_batch(sessions, 1)
     with transaction(sessions) as s:
         [item] = images.claim_images(s, owner="dead", limit=1, lease_seconds=-1)
@@ -38,13 +41,13 @@ def test_expired_lease_is_reclaimed_and_loser_cannot_record(sessions) -> None:
         assert images.record_success(s, item.id, "alive", success())
         assert not images.record_success(s, item.id, "alive", success())
     with transaction(sessions) as s:
-        image = s.get(Image, item.id)
-        batch = s.get(Batch, item.batch_id)
+        image = s.get_one(Image, item.id)
+        batch = s.get_one(Batch, item.batch_id)
         assert image.status == ImageStatus.DONE and image.attempts == 2
         assert batch.images_done == 1
 
 
-def test_claims_are_shared_fairly_between_batches(sessions) -> None:
+def test_claims_are_shared_fairly_between_batches(sessions: sessionmaker[Session]) -> None:
     big = new_batch(sessions, 100)
     small = new_batch(sessions, 3)
     with transaction(sessions) as s:
@@ -53,7 +56,9 @@ def test_claims_are_shared_fairly_between_batches(sessions) -> None:
     assert by_batch[small] == 3 and by_batch[big] == 5
 
 
-def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(sessions) -> None:
+def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(
+    sessions: sessionmaker[Session],
+) -> None:
     batch_id = uuid.uuid4()
     with transaction(sessions) as session:
         session.add(
@@ -68,7 +73,7 @@ def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(sessio
         session.flush()
         urls = [["http://h/a", "http://h/b"], ["http://h/a"], ["http://h/c", "http://h/a"]]
         new = [NewProduct(i + 2, str(i), "p", [], u) for i, u in enumerate(urls)]
-        session.get(Batch, batch_id).images_total = insert_products(session, batch_id, new)
+        session.get_one(Batch, batch_id).images_total = insert_products(session, batch_id, new)
         assert images.link_duplicate_urls(session, batch_id) == 2
     with transaction(sessions) as s:
         assert images.count_claimable(s) == 3
@@ -79,14 +84,14 @@ def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(sessio
         images.record_success(s, by_url["http://h/a"].id, "w", success("out-a"))
         images.record_failure(s, by_url["http://h/b"].id, "w", "http_404", "gone", 1.0)
     with transaction(sessions) as s:
-        batch = s.get(Batch, batch_id)
+        batch = s.get_one(Batch, batch_id)
         assert (batch.images_done, batch.images_failed) == (3, 1)
         a_images = s.scalars(select(Image).where(Image.url == "http://h/a")).all()
         assert {(i.status, i.output_key) for i in a_images} == {(ImageStatus.DONE, "out-a")}
         assert batch.bytes_in == 30
 
 
-def test_released_leases_are_claimable_again_at_once(sessions) -> None:
+def test_released_leases_are_claimable_again_at_once(sessions: sessionmaker[Session]) -> None:
     new_batch(sessions, 3)
     with transaction(sessions) as s:
         held = images.claim_images(s, owner="stopping", limit=2, lease_seconds=600)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from pixelbatch.db import batch_lifecycle, images
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import BatchStatus
@@ -9,7 +11,9 @@ from pixelbatch.db.stats import status_counts
 from tests.unit.db.factories import new_batch, success
 
 
-def test_counts_by_status_leave_out_finished_batches_images(sessions) -> None:
+def test_counts_by_status_leave_out_finished_batches_images(
+    sessions: sessionmaker[Session],
+) -> None:
     done = new_batch(sessions, 2)
     with transaction(sessions) as s:
         for item in images.claim_images(s, owner="w", limit=2, lease_seconds=60, batch_id=done):
