@@ -121,6 +121,9 @@ class ServerProcess:
             "PIXELBATCH_PORT": str(self.port),
             "PIXELBATCH_HOST": "127.0.0.1",
             "PIXELBATCH_POLL_INTERVAL": "0.2",
+            # One image process per server: the tests' batches are small, and each extra
+            # process is an interpreter start that competes with the parallel test workers.
+            "PIXELBATCH_TRANSFORM_WORKERS": "1",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -73,15 +74,27 @@ def _children(pool: transform_pool.TransformPool) -> list[int]:
     return pool.child_pids()
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process, in clock ticks (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def test_pool_survives_a_child_killed_mid_image_and_fails_only_that_image() -> None:
     pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
     try:
         small = _jpeg()
         assert pool(small, TransformOptions()).width == 64  # spawns the child
         (child,) = _children(pool)
+        slow = _slow_jpeg()
+        idle_cpu = _cpu_ticks(child)
         with ThreadPoolExecutor(1) as caller:
-            in_flight = caller.submit(pool, _slow_jpeg(), TransformOptions())
-            time.sleep(0.3)
+            in_flight = caller.submit(pool, slow, TransformOptions())
+            # Kill only once the child is decoding (its CPU time moves): under load the
+            # image may take a while to reach it, and a child killed idle costs no image.
+            deadline = time.monotonic() + 20
+            while _cpu_ticks(child) < idle_cpu + 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
             os.kill(child, signal.SIGKILL)  # as the OOM killer would
             with pytest.raises(ImageError) as failed:
                 in_flight.result(timeout=30)
