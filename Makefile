@@ -57,16 +57,16 @@ profile: install ## py-spy profile of one mode while a batch runs: make profile 
 	$(BIN)/python -m bench.profile $(MODE)
 
 lint: install ## ruff (lint + format check) and mypy --strict
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 hooks: install ## Install the git pre-commit hook: ruff and mypy on every commit
 	$(BIN)/pre-commit install
 
 format: install ## Apply ruff formatting and fixes
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) $(COMPOSE_VENV) pixelbatch-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,3 +1,5 @@
+"""``python -m pixelbatch``: the same command line as the ``pixelbatch`` script."""
+
 from pixelbatch.cli import app
 
 app()
