@@ -64,7 +64,7 @@ def test_inline_runner_runs_one_transform_at_a_time_on_one_thread(
 
 def _slow_jpeg() -> bytes:
     """About a second of decode + encode: long enough to kill the child mid-image."""
-    im = Image.effect_noise((6000, 4000), 64).convert("RGB")
+    im = Image.effect_noise((7000, 5000), 64).convert("RGB")
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=95)
     return buf.getvalue()
@@ -90,10 +90,11 @@ def test_pool_survives_a_child_killed_mid_image_and_fails_only_that_image() -> N
         idle_cpu = _cpu_ticks(child)
         with ThreadPoolExecutor(1) as caller:
             in_flight = caller.submit(pool, slow, TransformOptions())
-            # Kill only once the child is decoding (its CPU time moves): under load the
-            # image may take a while to reach it, and a child killed idle costs no image.
+            # Kill only once the child has decoded for a while (a quarter second of its CPU
+            # time): by then the pool has surely seen it take the image, while a child
+            # killed before that looks idle to the pool, which then retries the image.
             deadline = time.monotonic() + 20
-            while _cpu_ticks(child) < idle_cpu + 5 and time.monotonic() < deadline:
+            while _cpu_ticks(child) < idle_cpu + 25 and time.monotonic() < deadline:
                 time.sleep(0.02)
             os.kill(child, signal.SIGKILL)  # as the OOM killer would
             with pytest.raises(ImageError) as failed:
