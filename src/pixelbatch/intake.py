@@ -111,6 +111,7 @@ def upload(
                 webhook_url=webhook_url,
                 options=options.model_dump(mode="json"),
                 extra_columns=list(reader.extra_columns),
+                csv_dialect=reader.dialect.to_json(),
             )
             session.add(batch)
             session.flush()

@@ -592,3 +592,16 @@ def test_streaming_100k_rows_in_bounded_memory(tmp_path: Path) -> None:
     count, grown_kib = int(out[0]), int(out[1])
     assert count == 100_000
     assert grown_kib < 30 * 1024, f"peak grew {grown_kib / 1024:.1f} MiB"
+
+
+def test_windows_1252_export_is_refused_with_how_to_fix_it_once() -> None:
+    # What Excel's plain "CSV (Comma delimited)" writes for French product names.
+    data = (HEADER + "\n1,Café crème,https://x.test/1\n2,Thé,https://x.test/2\n").encode("cp1252")
+    err = problems(data)
+    assert [p.row for p in err.problems] == [2, 3]
+    first, second = (p.message for p in err.problems)
+    assert "Windows-1252" in first
+    assert '"CSV UTF-8 (Comma delimited) (*.csv)"' in first
+    assert second.startswith("invalid UTF-8 at byte")
+    assert "Save As" not in second  # the fix is said once, not per row
+    assert "CSV UTF-8" in str(err)  # and it is in the message the API and the CLI print

@@ -1,5 +1,6 @@
 """The catalog CSV: streaming parse and validation of the input, writing of the output."""
 
+from pixelbatch.catalog.dialect import CsvDialect
 from pixelbatch.catalog.problems import CsvProblem, CsvRejected
 from pixelbatch.catalog.reader import (
     NAME_COLUMN,
@@ -29,6 +30,7 @@ __all__ = [
     "STATUS_COLUMN",
     "URLS_COLUMN",
     "CatalogReader",
+    "CsvDialect",
     "CsvLimits",
     "CsvProblem",
     "CsvRejected",

@@ -21,6 +21,15 @@ __all__ = ["CsvLines"]
 
 _CHUNK_BYTES = 64 * 1024
 _LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
+# Said once, with the file's first encoding problem. Windows-1252 (what Excel's plain
+# "CSV (Comma delimited)" writes) is refused rather than guessed: most of its byte strings
+# are also valid in other encodings, and a wrong guess would corrupt names silently.
+_NOT_UTF8 = (
+    ": the file must be UTF-8, and this one is probably Windows-1252 (Excel's"
+    ' "CSV (Comma delimited)"); in Excel use File > Save As >'
+    ' "CSV UTF-8 (Comma delimited) (*.csv)", in LibreOffice choose the character set'
+    ' "Unicode (UTF-8)", then upload it again'
+)
 
 
 class CsvLines:
@@ -40,6 +49,7 @@ class CsvLines:
         self._log = log
         self.bytes_read = 0
         self.records_done = 0
+        self.bom = False  # the file started with a UTF-8 byte order mark
         self._encoding_row = 0  # last row that got an encoding problem
 
     def _chunks(self) -> Iterator[bytes]:
@@ -93,6 +103,7 @@ class CsvLines:
             if first and out:
                 first = False
                 if out[0] == "\ufeff":
+                    self.bom = True
                     out = out[1:]
                     errors = [(i - 1, b) for i, b in errors]
             if out or errors:
@@ -143,12 +154,10 @@ class CsvLines:
                     byte = pending_errors.popleft()[1]
                     row = self.records_done + 1
                     if row != self._encoding_row:  # one per row: a Latin-1 file has many
+                        first_one = not self._encoding_row
                         self._encoding_row = row
-                        self._log.report(
-                            row,
-                            None,
-                            f"invalid UTF-8 at byte {byte} (row {row}); save the file as UTF-8",
-                        )
+                        message = f"invalid UTF-8 at byte {byte} (row {row})"
+                        self._log.report(row, None, message + (_NOT_UTF8 if first_one else ""))
                 if "\x00" in line:
                     self._log.report(
                         self.records_done + 1, None, "binary data (NUL byte) in a text file"

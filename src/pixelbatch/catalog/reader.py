@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from pixelbatch.catalog.dialect import CsvDialect
 from pixelbatch.catalog.lines import CsvLines
 from pixelbatch.catalog.problems import CsvProblem, ProblemLog, StopReading, quote
 from pixelbatch.errors import InvalidInput
@@ -144,6 +145,11 @@ class CatalogReader:
             self._read_header()
         except StopReading as stop:
             self._log.add(stop.problem)
+
+    @property
+    def dialect(self) -> CsvDialect:
+        """The delimiter and BOM detected while reading the header (known once built)."""
+        return CsvDialect(delimiter=self.delimiter, bom=self._text.bom)
 
     # -- header ---------------------------------------------------------------------------
 

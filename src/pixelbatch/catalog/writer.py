@@ -6,8 +6,9 @@ cell on ``","`` and stripping each piece always gives exactly as many slots as i
 ``"https://x/1.jpg, , https://x/3.jpg"``). Commas inside URLs are percent-encoded so that
 split stays exact.
 
-The caller opens ``dest`` as UTF-8 text with ``newline=""``; no BOM is written (a caller
-that targets old Excel versions can write ``"\\ufeff"`` first).
+The caller opens ``dest`` as UTF-8 text with ``newline=""``. The output keeps the input's
+dialect (:class:`CsvDialect`): its delimiter, and a BOM when the input had one, so the
+spreadsheet that wrote the input opens the output the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from pixelbatch.catalog.dialect import CsvDialect
 from pixelbatch.catalog.reader import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN
 
 __all__ = [
@@ -41,6 +43,7 @@ ERROR_SEPARATOR = "; "
 # Leading characters that make Excel, LibreOffice or Sheets evaluate a cell as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SPACES_RE = re.compile(r"\s+")
+_PLAIN = CsvDialect()  # comma, no BOM
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,22 @@ def output_header(extra_columns: Sequence[str]) -> list[str]:
     return fixed_before + extras + fixed_after
 
 
-def write_output_csv(dest: TextIO, extra_columns: Sequence[str], rows: Iterable[OutputRow]) -> int:
-    """Stream ``rows`` to ``dest`` as the output CSV; returns the number of data rows.
+def write_output_csv(
+    dest: TextIO,
+    extra_columns: Sequence[str],
+    rows: Iterable[OutputRow],
+    dialect: CsvDialect = _PLAIN,
+) -> int:
+    """Stream ``rows`` to ``dest`` as the output CSV in ``dialect``; returns the number of
+    data rows.
 
     Rows are written one at a time, so ``rows`` can be a generator over database pages.
     """
-    writer = csv.writer(dest, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    if dialect.bom:
+        dest.write("\ufeff")
+    writer = csv.writer(
+        dest, delimiter=dialect.delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n"
+    )
     writer.writerow([neutralise_cell(c) for c in output_header(extra_columns)])
     width = len(extra_columns)
     count = 0

@@ -143,6 +143,9 @@ class Batch(Base):
     webhook_url: Mapped[str | None] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(JSON)
     extra_columns: Mapped[list[str]] = mapped_column(JSON)
+    # The input CSV's dialect ({"delimiter", "bom"}), repeated by the output CSV; None on
+    # batches stored before it was recorded (they get a plain comma-separated output).
+    csv_dialect: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     products_total: Mapped[int] = mapped_column(Integer, default=0)
     images_total: Mapped[int] = mapped_column(Integer, default=0)
     images_done: Mapped[int] = mapped_column(Integer, default=0)

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from pixelbatch.catalog import OutputRow, format_image_error, write_output_csv
+from pixelbatch.catalog import CsvDialect, OutputRow, format_image_error, write_output_csv
 from pixelbatch.db import batch_lifecycle
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product
@@ -78,12 +78,13 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
         batch = session.get(Batch, batch_id)
         assert batch is not None
         extra_columns = list(batch.extra_columns)
+        dialect = CsvDialect.from_json(batch.csv_dialect)
     key = output_csv_key(batch_id)
     tmp_dir = runtime.settings.data_dir if runtime.settings.is_embedded else None
     fd, name = tempfile.mkstemp(suffix=".csv", dir=tmp_dir)
     tmp_path = Path(name)
     with open(fd, "w", encoding="utf-8", newline="") as fh:
-        write_output_csv(fh, extra_columns, _rows(runtime, batch_id))
+        write_output_csv(fh, extra_columns, _rows(runtime, batch_id), dialect)
     try:
         with tmp_path.open("rb") as csv_file:
             runtime.storage.put_file(key, csv_file, "text/csv")
