@@ -272,3 +272,14 @@ def test_common_urls_do_not_reach_httpx(monkeypatch: pytest.MonkeyPatch) -> None
         "http://127.0.0.1:8123/missing/1.jpg"
     )
     assert normalize_http_url("http://Img.Example:80/a%20b.jpg") == "http://img.example/a%20b.jpg"
+
+
+def test_loggable_url_drops_what_may_be_a_secret() -> None:
+    from pixelbatch.fetch.urls import loggable_url
+
+    assert (
+        loggable_url("https://user:pw@cdn.test:8443/a/b.jpg?X-Amz-Signature=abc#frag")
+        == "https://cdn.test:8443/a/b.jpg?…"
+    )
+    assert loggable_url("http://[::1]:8080/x.jpg") == "http://[::1]:8080/x.jpg"
+    assert loggable_url("https://cdn.test/plain.jpg") == "https://cdn.test/plain.jpg"

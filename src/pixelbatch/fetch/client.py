@@ -8,6 +8,7 @@ request, with the per-host concurrency limit and the redirect loop.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ from pixelbatch.fetch.decoding import BoundedDecoder
 from pixelbatch.fetch.network import finish_response, total_deadline
 from pixelbatch.fetch.retries import retry_policy
 from pixelbatch.fetch.transport import build_client, redirect_location
-from pixelbatch.fetch.urls import parse_http_url
+from pixelbatch.fetch.urls import loggable_url, parse_http_url
+
+log = logging.getLogger(__name__)
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Raised by the network backend, which knows host and port but not the URL.
@@ -88,8 +91,27 @@ class Fetcher:
                 }
                 raise
 
-        with total_deadline(deadline):
-            data, content_type, final = retry_policy(self.config, deadline)(attempt)
+        try:
+            with total_deadline(deadline):
+                data, content_type, final = retry_policy(self.config, deadline)(attempt)
+        except FetchError as exc:
+            log.debug(
+                "GET %s failed after %d attempt(s) in %.0f ms: %s",
+                loggable_url(str(target)),
+                attempts,
+                (time.monotonic() - start) * 1000,
+                exc.code,
+            )
+            raise
+        log.debug(
+            "GET %s: %d bytes (%s) in %.0f ms, %d attempt(s)%s",
+            loggable_url(str(target)),
+            len(data),
+            content_type or "no content type",
+            (time.monotonic() - start) * 1000,
+            attempts,
+            "" if final == target else f", redirected to {loggable_url(str(final))}",
+        )
         return FetchResult(
             data=data,
             content_type=content_type,

@@ -212,3 +212,19 @@ def effective_port(url: httpx.URL) -> int:
     if url.port is not None:
         return url.port
     return 443 if url.scheme == "https" else 80
+
+
+def loggable_url(url: str) -> str:
+    """``url`` without what may hold a secret (query, fragment, user:password@), for logs:
+    catalogs carry presigned URLs whose query is a credential."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    query = "?…" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + query

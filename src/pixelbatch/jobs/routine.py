@@ -7,6 +7,7 @@ Both dispatchers (the embedded worker pool and Celery) call ``handle_image`` or
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.fetch import Fetcher
+from pixelbatch.fetch.urls import loggable_url
 from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.jobs.transform_pool import TransformRunner
 from pixelbatch.runtime import Runtime
@@ -27,6 +29,9 @@ from pixelbatch.storage import Storage
 from pixelbatch.transform import TransformOptions
 
 log = logging.getLogger(__name__)
+
+# A query string of any URL quoted in an error message (a redirect hop's too).
+_QUERY_IN_TEXT_RE = re.compile(r"(https?://[^\s'\"?#]*)[?#][^\s'\"]*")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,10 @@ class Outcome:
     error_code: str | None = None
     error_message: str | None = None
     duration_ms: float = 0.0
+    # Where the image sits, for the log line written when it is recorded.
+    row_number: int = 0
+    position: int = 0
+    url: str = ""
 
 
 def output_key(batch_id: uuid.UUID, row_number: int, position: int, extension: str) -> str:
@@ -55,6 +64,22 @@ def produce(
     def elapsed() -> float:
         return (time.monotonic() - started) * 1000
 
+    def outcome(
+        success: images.ImageSuccess | None, code: str | None = None, message: str | None = None
+    ) -> Outcome:
+        duration = success.duration_ms if success is not None else elapsed()
+        return Outcome(
+            item.id,
+            item.batch_id,
+            success,
+            code,
+            message,
+            duration,
+            row_number=item.row_number,
+            position=item.position,
+            url=item.url,
+        )
+
     try:
         options = TransformOptions.model_validate(item.options)
         fetched = fetcher.fetch(item.url)
@@ -62,17 +87,10 @@ def produce(
         key = output_key(item.batch_id, item.row_number, item.position, result.extension)
         storage.put(key, result.data, result.content_type)
     except PixelbatchError as exc:
-        return Outcome(item.id, item.batch_id, None, exc.code, exc.message, elapsed())
+        return outcome(None, exc.code, exc.message)
     except Exception:
-        log.exception("unexpected error processing image %s (%s)", item.id, item.url)
-        return Outcome(
-            item.id,
-            item.batch_id,
-            None,
-            "internal_error",
-            "internal error processing image",
-            elapsed(),
-        )
+        log.exception("unexpected error processing image %s (%s)", item.id, loggable_url(item.url))
+        return outcome(None, "internal_error", "internal error processing image")
     success = images.ImageSuccess(
         output_key=key,
         content_type=result.content_type,
@@ -85,7 +103,7 @@ def produce(
         output_quality=result.output_quality,
         duration_ms=elapsed(),
     )
-    return Outcome(item.id, item.batch_id, success, duration_ms=success.duration_ms)
+    return outcome(success)
 
 
 def record(sessions: sessionmaker[Session], outcome: Outcome, owner: str) -> bool:
@@ -105,8 +123,30 @@ def record(sessions: sessionmaker[Session], outcome: Outcome, owner: str) -> boo
         if not recorded:
             log.info("image %s was already recorded by another worker", outcome.image_id)
             return False
+        _log_finished(outcome)
         batch = session.get(Batch, outcome.batch_id)
         return batch is not None and batch.images_done + batch.images_failed >= batch.images_total
+
+
+def _log_finished(outcome: Outcome) -> None:
+    """The one INFO line per finished image; the URL without its query, which may be a
+    credential (presigned URLs)."""
+    url = loggable_url(outcome.url)
+    success = outcome.success
+    if success is not None:
+        result = f"done, {success.bytes_in} -> {success.bytes_out} bytes"
+    else:
+        message = _QUERY_IN_TEXT_RE.sub(r"\1?…", outcome.error_message or "")
+        result = f"failed, {outcome.error_code}: {message}"
+    log.info(
+        "image finished: batch %s row %d image %d: %s in %.0f ms (%s)",
+        outcome.batch_id,
+        outcome.row_number,
+        outcome.position + 1,
+        result,
+        outcome.duration_ms,
+        url,
+    )
 
 
 def handle_image(

@@ -3,6 +3,7 @@ handle_image and process_chunk, against a real database, image server and storag
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -169,6 +170,55 @@ def test_handle_image_finalises_the_batch_on_its_last_image_only(
     rows = read_output_csv(runtime, batch_id)
     assert [(r["S. No."], r["Status"]) for r in rows] == [("1", "OK"), ("2", "OK")]
     assert rows[1]["Output Image Urls"].endswith(f"/files/{batch_id}/0000003-01.png")
+
+
+def test_one_info_line_per_finished_image_and_debug_lines_per_download_without_secrets(
+    runtime: Runtime,
+    image_server: ImageServer,
+    runner: TransformRunner,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "X-Amz-Signature=s3cr3t"
+    batch_id = upload(
+        runtime,
+        [["1", "Chair", urls(image_server, f"/a.jpg?{secret}", f"/missing.jpg?{secret}")]],
+    )
+    good, missing = claim_all(runtime, "w")
+    caplog.set_level(logging.DEBUG, logger="pixelbatch")
+
+    routine.handle_image(runtime, good, "w", runner)
+    routine.handle_image(runtime, missing, "w", runner)
+    # A redelivered image that another worker recorded is not "finished" a second time.
+    routine.record(
+        runtime.sessions, routine.produce(good, runtime.fetcher, runtime.storage, runner), "w"
+    )
+
+    assert secret not in caplog.text
+    finished = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO
+        and r.name == "pixelbatch.jobs.routine"
+        and "image finished" in r.getMessage()
+    ]
+    u = image_server.base_url
+    assert len(finished) == 2, finished
+    source = len(SOURCE_JPEG)
+    assert finished[0].startswith(
+        f"image finished: batch {batch_id} row 2 image 1: done, {source} -> "
+    )
+    assert finished[0].endswith(f" ms ({u}/a.jpg?…)")
+    assert finished[1].startswith(
+        f"image finished: batch {batch_id} row 2 image 2: failed, http_404: "
+    )
+    assert finished[1].endswith(f" ms ({u}/missing.jpg?…)")
+    downloads = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.DEBUG and r.name == "pixelbatch.fetch.client"
+    ]
+    assert any(m.startswith(f"GET {u}/a.jpg?…: {source} bytes (image/jpeg)") for m in downloads)
+    assert any(m.startswith(f"GET {u}/missing.jpg?… failed after") for m in downloads), downloads
 
 
 # --------------------------------------------------------------------------- process_chunk
