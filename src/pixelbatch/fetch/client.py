@@ -121,8 +121,13 @@ class Fetcher:
         )
 
     def post(self, url: str, content: bytes, headers: dict[str, str], timeout: float) -> int:
-        """One POST attempt (webhooks): guarded, no redirects followed; returns the status."""
+        """One POST attempt (webhooks): guarded, no redirects followed; returns the status.
+
+        Only ``headers`` and the client's User-Agent are sent: the image ``Accept`` the
+        client uses for downloads is replaced (by ``*/*`` unless ``headers`` names one)."""
         target = self._parse(url)
+        sent = httpx.Headers({"Accept": "*/*"})
+        sent.update(headers)  # case-insensitive: a caller's "accept" replaces ours
         limits = httpx.Timeout(
             connect=min(self.config.connect_timeout, timeout),
             read=timeout,
@@ -133,7 +138,7 @@ class Fetcher:
             with (
                 total_deadline(time.monotonic() + timeout),
                 self._client.stream(
-                    "POST", target, content=content, headers=headers, timeout=limits
+                    "POST", target, content=content, headers=sent, timeout=limits
                 ) as response,
             ):
                 drained = 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from pixelbatch import __version__
 from pixelbatch.db import outbox
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import utcnow
@@ -26,6 +27,14 @@ from pixelbatch.settings import Settings
 from pixelbatch.webhooks.signing import load_or_create_secret, signature_headers
 
 log = logging.getLogger(__name__)
+
+# A webhook is a JSON API call, not an image download: it does not carry the fetcher's
+# image Accept header, and its User-Agent tells the receiver's logs what is calling.
+WEBHOOK_HEADERS = {
+    "content-type": "application/json",
+    "accept": "application/json",
+    "user-agent": f"pixelbatch-webhooks/{__version__} (+https://github.com/pixelbatch/pixelbatch)",
+}
 
 
 def backoff_delay(attempt: int, settings: Settings) -> float:
@@ -83,7 +92,7 @@ def _send(runtime: Runtime, item: _Due) -> tuple[int | None, str | None]:
         body = encode_payload(item.payload)
         # Signed now, not when queued: a retry hours later carries a current timestamp
         # that the receiver's replay window accepts, under the same webhook-id.
-        headers = signature_headers(secret, item.event_id, body)
+        headers = {**WEBHOOK_HEADERS, **signature_headers(secret, item.event_id, body)}
         status_code = runtime.fetcher.post(
             item.url, body, headers, timeout=settings.webhook_timeout
         )
