@@ -69,3 +69,33 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     rows = list(csv.reader((tmp_path / "demo" / "example-output.csv").open()))
     assert len(rows) == 9
     assert rows[0][5] == "Status" and all(r[5] == "OK" for r in rows[1:])
+
+
+def test_process_finishes_its_webhook_or_says_plainly_it_was_not_delivered(
+    tmp_path: Path, images: ImageServer, server_env: dict[str, str]
+) -> None:
+    hooks = ImageServer()
+    flaky = support.WebhookSink(fail_first=1)
+    down = support.WebhookSink(fail_first=1000)
+    hooks.add("/flaky", flaky)
+    hooks.add("/down", down)
+    env = {
+        **server_env,
+        "PIXELBATCH_DATA_DIR": str(tmp_path / "data"),
+        "PIXELBATCH_FETCH_ALLOW": f"{images.allow_entry},{hooks.allow_entry}",
+        "PIXELBATCH_WEBHOOK_MAX_ATTEMPTS": "2",
+    }
+    catalog = tmp_path / "c.csv"
+    catalog.write_bytes(support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]]))
+    with hooks:
+        args = ["process", str(catalog), "-o", str(tmp_path / "out.csv"), "--webhook-url"]
+        result = _run([*args, f"{hooks.base_url}/flaky"], env, tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert flaky.calls == 2 and len(flaky.received) == 1  # attempt 2 within the run
+        assert "delivered to" in result.stdout and "NOT" not in result.stdout
+
+        result = _run([*args, f"{hooks.base_url}/down"], env, tmp_path)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "NOT delivered" in result.stdout and "HTTP 500" in result.stdout
+        assert down.calls == 2
+    assert flaky.calls == 2  # the second run never sent the first run's webhook

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from pixelbatch import batches, intake
 from pixelbatch.cli.common import app, console, exit_on_error, opened_runtime, setup_logging
-from pixelbatch.db.models import Batch, BatchStatus
+from pixelbatch.db.models import Batch, BatchStatus, DeliveryStatus
 from pixelbatch.jobs.local import run_to_completion
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
@@ -47,7 +47,8 @@ def _run_batch(
         return run_to_completion(runtime, batch.id, on_progress=update)
 
 
-def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> None:
+def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> bool:
+    """Print the outcome; returns False when the batch's webhook was not delivered."""
     detail = batches.batch_detail(runtime, batch.id, tenant="")
     if out is not None and batch.output_key:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +70,20 @@ def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> None:
         table.add_row("output CSV", str(out))
     stored = runtime.settings.outputs_dir / str(batch.id)
     table.add_row("images stored in", str(stored.resolve()))
+    webhook = detail.webhook
+    if webhook is not None:
+        delivered = webhook.status == DeliveryStatus.DELIVERED
+        table.add_row(
+            "webhook",
+            f"delivered to {webhook.url} (attempt {webhook.attempts})"
+            if delivered
+            else f"NOT delivered to {webhook.url} after {webhook.attempts} attempt(s):"
+            f" {webhook.last_error}",
+        )
     console.print(table)
     for error in detail.errors:
         console.print(f"[red]{error.count} x {error.code}[/]: {error.example}")
+    return webhook is None or webhook.status == DeliveryStatus.DELIVERED
 
 
 @app.command()
@@ -99,7 +111,8 @@ def process(
     webhook_url: Annotated[str | None, typer.Option(help="Webhook to call when done")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
-    """Process a CSV locally, without a server; exits 1 if any image failed."""
+    """Process a CSV locally, without a server; exits 1 if any image failed or the webhook
+    was not delivered (retried for up to a minute)."""
     setup_logging(verbose)
     settings = Settings()
     with exit_on_error(), opened_runtime(settings) as runtime:
@@ -113,8 +126,8 @@ def process(
             keep_metadata=keep_metadata,
         )
         batch = _run_batch(runtime, csv_path, options, webhook_url)
-        _summary(runtime, batch, output)
-    if batch.status != BatchStatus.COMPLETED:
+        webhook_ok = _summary(runtime, batch, output)
+    if batch.status != BatchStatus.COMPLETED or not webhook_ok:
         raise typer.Exit(1)
 
 

@@ -49,8 +49,10 @@ def enqueue_delivery(
 
 
 def claim_due_deliveries(
-    session: Session, *, limit: int, lease_seconds: float
+    session: Session, *, limit: int, lease_seconds: float, batch_id: uuid.UUID | None = None
 ) -> list[WebhookDelivery]:
+    """Lease up to ``limit`` due deliveries; only ``batch_id``'s when given (the one-batch
+    worker of ``pixelbatch process`` must never send another run's webhook)."""
     now = utcnow()
     query = (
         select(WebhookDelivery)
@@ -62,6 +64,8 @@ def claim_due_deliveries(
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
     )
+    if batch_id is not None:
+        query = query.where(WebhookDelivery.batch_id == batch_id)
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     deliveries = list(session.scalars(query))
@@ -103,6 +107,26 @@ def record_delivery_attempt(
         delivery.status = DeliveryStatus.FAILED
     else:
         delivery.next_attempt_at = next_attempt_at
+
+
+def abandon_pending_deliveries(session: Session, batch_id: uuid.UUID, reason: str) -> int:
+    """Give up the batch's undelivered events for good (FAILED, ``reason`` before the last
+    attempt's error), so that no later process sends them; returns how many. Only unleased
+    ones: one being sent is left to the attempt that holds it."""
+    now = utcnow()
+    pending = session.scalars(
+        select(WebhookDelivery).where(
+            WebhookDelivery.batch_id == batch_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
+        )
+    ).all()
+    for delivery in pending:
+        delivery.status = DeliveryStatus.FAILED
+        delivery.lease_until = None
+        last = delivery.last_error
+        delivery.last_error = f"{reason} (last attempt: {last})" if last else reason
+    return len(pending)
 
 
 def uploader_webhook_secret(session: Session, batch_id: uuid.UUID) -> str | None:

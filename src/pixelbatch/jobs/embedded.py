@@ -133,7 +133,7 @@ class EmbeddedWorker:
         settings = self.runtime.settings
         while not self._stop.wait(settings.poll_interval):
             try:
-                while deliver_due(self.runtime) and not self._stop.is_set():
+                while deliver_due(self.runtime, batch_id=self.batch_id) and not self._stop.is_set():
                     pass
             except Exception:
                 log.exception("webhook pass failed; retrying")

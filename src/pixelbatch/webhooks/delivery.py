@@ -64,11 +64,14 @@ class _Due:
     own_secret: str | None
 
 
-def _claim_one(runtime: Runtime) -> _Due | None:
+def _claim_one(runtime: Runtime, batch_id: uuid.UUID | None) -> _Due | None:
     settings = runtime.settings
     with transaction(runtime.sessions) as session:
         due = outbox.claim_due_deliveries(
-            session, limit=1, lease_seconds=settings.webhook_timeout * 3 + 30
+            session,
+            limit=1,
+            lease_seconds=settings.webhook_timeout * 3 + 30,
+            batch_id=batch_id,
         )
         if not due:
             return None
@@ -109,8 +112,9 @@ def _send(runtime: Runtime, item: _Due) -> tuple[int | None, str | None]:
     return status_code, None
 
 
-def deliver_due(runtime: Runtime, limit: int = 20) -> int:
-    """Attempt up to ``limit`` due deliveries; returns how many were attempted.
+def deliver_due(runtime: Runtime, limit: int = 20, batch_id: uuid.UUID | None = None) -> int:
+    """Attempt up to ``limit`` due deliveries (only ``batch_id``'s when given); returns how
+    many were attempted.
 
     Deliveries are claimed one at a time, just before they are sent, so a lease only has
     to outlast one attempt (a few timeouts). Claiming a page up front would leave its tail
@@ -120,7 +124,7 @@ def deliver_due(runtime: Runtime, limit: int = 20) -> int:
     settings = runtime.settings
     attempted = 0
     while attempted < limit:
-        item = _claim_one(runtime)
+        item = _claim_one(runtime, batch_id)
         if item is None:
             break
         attempted += 1
