@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import mimetypes
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -267,16 +268,32 @@ def files(
     expires: str | None = None,
     sig: str | None = None,
 ) -> Response:
-    return _file_response(access.readable_file(_runtime(request), key, who, expires, sig))
+    readable = access.readable_file(_runtime(request), key, who, expires, sig)
+    # A signed URL is the capability itself: anyone holding it, a CDN included, may keep
+    # the answer until the signature expires. A key holder's answer stays private.
+    cache = "private"
+    if readable.signed_until is not None:
+        cache = f"public, max-age={max(0, readable.signed_until - int(time.time()))}"
+    # Outputs are meant to be embedded by a storefront on another site (<img src=...>).
+    return _file_response(
+        readable.path,
+        headers={"Cross-Origin-Resource-Policy": "cross-origin", "Cache-Control": cache},
+    )
 
 
-def _file_response(path: Path, download_name: str | None = None) -> Response:
+def _file_response(
+    path: Path, download_name: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(
         path,
         media_type=media_type,
         filename=download_name,
-        headers={"Content-Security-Policy": "default-src 'none'", "Cache-Control": "private"},
+        headers={
+            "Content-Security-Policy": "default-src 'none'",
+            "Cache-Control": "private",
+            **(headers or {}),
+        },
     )
 
 

@@ -1,0 +1,73 @@
+"""Output URLs as others reach them, through a real server: embeddable and cacheable files,
+CORS for browser clients, and URLs built from the address clients used, not the bind."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pixelbatch.demo.server import ImageServer
+from tests import support
+from tests.integration.test_auth import create_key
+
+TTL = 3600
+
+
+@pytest.fixture
+def keyed_server(
+    tmp_path: Path, server_env: dict[str, str]
+) -> Iterator[tuple[support.ServerProcess, str]]:
+    data_dir = tmp_path / "data"
+    env = {
+        **server_env,
+        "PIXELBATCH_DATA_DIR": str(data_dir),
+        "PIXELBATCH_AUTH": "on",
+        "PIXELBATCH_SIGNED_URL_TTL": str(TTL),
+    }
+    key, _ = create_key(env, "shop")
+    proc = support.ServerProcess(data_dir, env).start()
+    try:
+        yield proc, key
+    finally:
+        proc.stop()
+
+
+def test_output_files_are_embeddable_and_signed_ones_cacheable(
+    keyed_server: tuple[support.ServerProcess, str], images: ImageServer
+) -> None:
+    """A storefront on another site shows the outputs with <img src=signed URL>: the file
+    must allow cross-origin embedding, and a CDN may keep it until the signature expires.
+    The same file fetched with a key instead is the key holder's only."""
+    proc, key = keyed_server
+    bearer = {"Authorization": f"Bearer {key}"}
+    body = support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]])
+    with httpx.Client(base_url=proc.base_url, headers=bearer, timeout=30) as client:
+        r = client.post("/api/upload", files={"file": ("c.csv", body)})
+        assert r.status_code == 202, r.text
+        request_id = r.json()["request_id"]
+        assert support.wait_final(client, request_id)["status"] == "COMPLETED"
+        page = client.get(f"/api/batches/{request_id}/images").json()
+        # The API itself stays same-site.
+        assert client.get("/api/batches").headers["cross-origin-resource-policy"] == "same-site"
+    signed = page["items"][0]["output_url"]
+    expires = int(re.search(r"expires=(\d+)", signed).group(1))  # type: ignore[union-attr]
+
+    anonymous = httpx.get(signed, timeout=30)
+    assert anonymous.status_code == 200
+    assert anonymous.headers["content-type"] == "image/jpeg"
+    assert anonymous.headers.get_list("cross-origin-resource-policy") == ["cross-origin"]
+    cache = anonymous.headers["cache-control"]
+    match = re.fullmatch(r"public, max-age=(\d+)", cache)
+    assert match, cache
+    remaining = expires - time.time()
+    assert remaining - 5 <= int(match.group(1)) <= remaining + 1 and remaining <= TTL
+
+    keyed = httpx.get(signed.split("?", 1)[0], headers=bearer, timeout=30)
+    assert keyed.status_code == 200
+    assert keyed.headers.get_list("cross-origin-resource-policy") == ["cross-origin"]
+    assert keyed.headers["cache-control"] == "private"
