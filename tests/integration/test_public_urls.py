@@ -71,3 +71,61 @@ def test_output_files_are_embeddable_and_signed_ones_cacheable(
     assert keyed.status_code == 200
     assert keyed.headers.get_list("cross-origin-resource-policy") == ["cross-origin"]
     assert keyed.headers["cache-control"] == "private"
+
+
+SHOP = "https://admin.shop.example"
+PREFLIGHT = {
+    "Origin": SHOP,
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, idempotency-key",
+}
+
+
+def test_cors_for_configured_origins(tmp_path: Path, server: support.ServerProcess) -> None:
+    """A browser app on another origin may call the API once its origin is configured: the
+    preflight allows the upload's headers, and the simple answer exposes the headers a
+    client reads. Off by default: no CORS header at all."""
+    with server.client() as client:
+        assert (
+            "access-control-allow-origin"
+            not in client.options("/api/upload", headers=PREFLIGHT).headers
+        )
+        assert (
+            "access-control-allow-origin"
+            not in client.get("/api/batches", headers={"Origin": SHOP}).headers
+        )
+    server.stop()
+
+    proc = support.ServerProcess(
+        tmp_path / "cors", {"PIXELBATCH_CORS_ORIGINS": f"{SHOP}, https://other.example"}
+    ).start()
+    try:
+        with proc.client() as client:
+            pre = client.options("/api/upload", headers=PREFLIGHT)
+            assert pre.status_code == 200, pre.text
+            assert pre.headers["access-control-allow-origin"] == SHOP
+            allowed = {
+                h.strip().lower() for h in pre.headers["access-control-allow-headers"].split(",")
+            }
+            assert {"authorization", "idempotency-key"} <= allowed
+            assert "POST" in pre.headers["access-control-allow-methods"]
+            assert pre.headers["x-content-type-options"] == "nosniff"
+
+            simple = client.get("/api/batches", headers={"Origin": SHOP})
+            assert simple.status_code == 200
+            assert simple.headers["access-control-allow-origin"] == SHOP
+            exposed = {
+                h.strip().lower()
+                for h in simple.headers["access-control-expose-headers"].split(",")
+            }
+            assert exposed == {"location", "idempotent-replayed", "retry-after"}
+
+            stranger = client.get("/api/batches", headers={"Origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in stranger.headers
+            refused = client.options(
+                "/api/upload", headers={**PREFLIGHT, "Origin": "https://evil.example"}
+            )
+            assert refused.status_code == 400
+            assert "access-control-allow-origin" not in refused.headers
+    finally:
+        proc.stop()
