@@ -57,6 +57,12 @@ class Runtime:
     def fetcher(self) -> Fetcher:
         return Fetcher(FetchConfig.from_settings(self.settings))
 
+    def public_base(self, recorded: str | None, request_base: str | None = None) -> str:
+        """The base of every URL handed out for a batch: the one recorded at its upload,
+        else PUBLIC_URL, else where the current request reached us, else the bind address."""
+        base = recorded or self.settings.public_url or request_base
+        return (base or self.settings.resolved_public_url).rstrip("/")
+
     def migrate(self) -> None:
         migrate.upgrade(self.engine)
 

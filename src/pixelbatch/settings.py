@@ -167,3 +167,7 @@ class Settings(BaseSettings):
     @classmethod
     def _cors_origins_from_env(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    # Build URLs from X-Forwarded-Proto / X-Forwarded-Host: only behind a proxy that sets
+    # them, since a client could otherwise name any host.
+    trust_proxy_headers: bool = False

@@ -3,6 +3,9 @@ CORS for browser clients, and URLs built from the address clients used, not the 
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -129,3 +132,61 @@ def test_cors_for_configured_origins(tmp_path: Path, server: support.ServerProce
             assert "access-control-allow-origin" not in refused.headers
     finally:
         proc.stop()
+
+
+def _hook_payload(sink: support.WebhookSink) -> dict[str, object]:
+    deadline = time.monotonic() + 20
+    while not sink.received and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sink.received, "no webhook arrived"
+    payload: dict[str, object] = json.loads(sink.received[0][1])
+    return payload
+
+
+def test_urls_use_the_host_clients_reach_a_wildcard_bind_at(
+    tmp_path: Path,
+    server_env: dict[str, str],
+    images: ImageServer,
+    sink_server: tuple[ImageServer, support.WebhookSink],
+) -> None:
+    """Bound to 0.0.0.0 without PUBLIC_URL, no URL may name 0.0.0.0: status_url, the output
+    CSV's image URLs, the status's output_csv and the webhook's all use the Host the
+    upload came with; start-up warns that PUBLIC_URL is unset."""
+    hook_server, sink = sink_server
+    proc = support.ServerProcess(
+        tmp_path / "data",
+        {**server_env, "PIXELBATCH_HOST": "0.0.0.0", "PIXELBATCH_AUTH": "off"},
+    ).start()
+    public = "http://catalog.shop.example:8443"
+    host = {"Host": "catalog.shop.example:8443"}
+    try:
+        with proc.client() as client:
+            body = support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]])
+            r = client.post(
+                "/api/upload",
+                files={"file": ("c.csv", body)},
+                data={"webhook_url": f"{hook_server.base_url}/hook"},
+                headers=host,
+            )
+            assert r.status_code == 202, r.text
+            request_id = r.json()["request_id"]
+            assert r.json()["status_url"] == f"{public}/api/status/{request_id}"
+            assert r.headers["location"] == r.json()["status_url"]
+            # Polled without that Host: the batch keeps the base it was uploaded through.
+            status = support.wait_final(client, request_id)
+            assert status["status"] == "COMPLETED", status
+            assert status["status_url"] == f"{public}/api/status/{request_id}"
+            assert status["output_csv"] == f"{public}/api/batches/{request_id}/output.csv"
+            rows = list(
+                csv.DictReader(
+                    io.StringIO(client.get(status["output_csv"].replace(public, "")).text)
+                )
+            )
+            assert rows[0]["Output Image Urls"].startswith(f"{public}/files/{request_id}/"), rows
+            page = client.get(f"/api/batches/{request_id}/images").json()
+            assert page["items"][0]["output_url"] == rows[0]["Output Image Urls"]
+        assert _hook_payload(sink)["output_csv"] == status["output_csv"]
+    finally:
+        proc.stop()
+    log = proc.log_path.read_text(errors="replace")
+    assert "WARNING: no PIXELBATCH_PUBLIC_URL" in log and "0.0.0.0" in log, log

@@ -47,6 +47,7 @@ class LocalStorage:
             raise NotFound("file not found")
         return path
 
-    def url(self, key: str) -> str:
-        url = f"{self.public_base_url}/files/{validate_key(key)}"
+    def url(self, key: str, base: str | None = None) -> str:
+        root = base.rstrip("/") if base else self.public_base_url
+        url = f"{root}/files/{validate_key(key)}"
         return f"{url}?{self.signer.query(key)}" if self.signer is not None else url
