@@ -25,7 +25,10 @@ def output_csv_key(batch_id: uuid.UUID) -> str:
 
 def output_csv_url(runtime: Runtime, batch_id: uuid.UUID, base: str | None = None) -> str:
     """``base``: ``Runtime.public_base`` for the batch (and request), if known."""
-    return f"{base or runtime.public_base(None)}/api/batches/{batch_id}/output.csv"
+    base = base or runtime.public_base(None)
+    if base.startswith("file:"):  # no server: the stored file itself
+        return runtime.storage.url(output_csv_key(batch_id), base)
+    return f"{base}/api/batches/{batch_id}/output.csv"
 
 
 def _product_row(runtime: Runtime, base: str, product: Product, images: list[Image]) -> OutputRow:

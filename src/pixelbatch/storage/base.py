@@ -38,5 +38,6 @@ class Storage(Protocol):
 
     def url(self, key: str, base: str | None = None) -> str:
         """The URL clients read ``key`` at; ``base`` (``Runtime.public_base``) replaces the
-        backend's default base where the backend serves through the API."""
+        backend's default base where the backend serves through the API. A ``file:`` base
+        means no server: a backend on this machine's disk answers the file's own URL."""
         ...
