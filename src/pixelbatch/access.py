@@ -7,6 +7,7 @@ cannot be probed.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from pixelbatch import batches
@@ -15,13 +16,27 @@ from pixelbatch.errors import NotFound
 from pixelbatch.runtime import Runtime
 
 
-def may_read(
-    runtime: Runtime, key: str, who: Principal | None, expires: str | None, sig: str | None
-) -> bool:
-    if not runtime.settings.auth_enabled:
-        return True
+@dataclass(frozen=True)
+class ReadableFile:
+    """A stored file a caller may read, and why: ``signed_until`` is the expiry (Unix
+    seconds) of the valid signature that granted it, None when a key (or keys being off)
+    did, so that only a signed answer is shareable with caches."""
+
+    path: Path
+    signed_until: int | None = None
+
+
+def signed_until(runtime: Runtime, key: str, expires: str | None, sig: str | None) -> int | None:
+    """The expiry of a valid signature for ``key``, else None."""
     signer = runtime.url_signer
-    if signer is not None and signer.valid(key, expires, sig):
+    if signer is not None and expires is not None and signer.valid(key, expires, sig):
+        return int(expires)
+    return None
+
+
+def may_read(runtime: Runtime, key: str, who: Principal | None) -> bool:
+    """Without a signature: keys off, or the key's tenant owns the file's batch."""
+    if not runtime.settings.auth_enabled:
         return True
     if who is None:
         return False
@@ -42,10 +57,11 @@ def stored_path(runtime: Runtime, key: str) -> Path:
 
 def readable_file(
     runtime: Runtime, key: str, who: Principal | None, expires: str | None, sig: str | None
-) -> Path:
-    if not may_read(runtime, key, who, expires, sig):
+) -> ReadableFile:
+    until = signed_until(runtime, key, expires, sig)
+    if until is None and not may_read(runtime, key, who):
         raise NotFound("file not found")
-    return stored_path(runtime, key)
+    return ReadableFile(stored_path(runtime, key), until)
 
 
 def output_csv(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Path:

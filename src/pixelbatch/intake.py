@@ -76,13 +76,15 @@ def upload(
     webhook_url: str | None = None,
     idempotency_key: str | None = None,
     principal: Principal = ANONYMOUS,
+    public_url: str | None = None,
 ) -> tuple[Batch, bool]:
     """Validate and store a catalog as a new batch, all or nothing, then ring the doorbell.
 
     Returns the batch and whether it was created now (False: the idempotency key named an
     earlier one). Uploads with an API key count against that key's rate limit. The batch is
     committed before the dispatcher (if any) hears of it, so it can never be lost and a
-    message never names work that is not there.
+    message never names work that is not there. ``public_url``: the base URL the upload
+    reached the API through, recorded as the base of the batch's URLs.
     """
     if principal.key_id is not None:
         runtime.rate_limiter.hit(str(principal.key_id))
@@ -112,6 +114,7 @@ def upload(
                 options=options.model_dump(mode="json"),
                 extra_columns=list(reader.extra_columns),
                 csv_dialect=reader.dialect.to_json(),
+                public_url=public_url,
             )
             session.add(batch)
             session.flush()

@@ -24,6 +24,9 @@ from pixelbatch.storage import Storage, storage_from_settings
 
 log = logging.getLogger(__name__)
 
+# The base recorded on a batch processed without a server: its URLs are the files'.
+LOCAL_FILES = "file://"
+
 
 @dataclass
 class Runtime:
@@ -56,6 +59,16 @@ class Runtime:
     @cached_property
     def fetcher(self) -> Fetcher:
         return Fetcher(FetchConfig.from_settings(self.settings))
+
+    def public_base(self, recorded: str | None, request_base: str | None = None) -> str:
+        """The base of every URL handed out for a batch: the one recorded at its upload,
+        else PUBLIC_URL, else where the current request reached us, else the bind address.
+        ``LOCAL_FILES`` recorded (``pixelbatch process``, no server) gives local file URLs
+        (``Storage.url``), except to a request: then a server does serve them."""
+        if recorded is not None and recorded.startswith("file:") and request_base is not None:
+            recorded = None
+        base = recorded or self.settings.public_url or request_base
+        return (base or self.settings.resolved_public_url).rstrip("/")
 
     def migrate(self) -> None:
         migrate.upgrade(self.engine)

@@ -158,3 +158,16 @@ class Settings(BaseSettings):
     @property
     def resolved_transform_workers(self) -> int:
         return self.transform_workers or os.cpu_count() or 1
+
+    # Browser clients of the API on other origins (CORS): exact origins such as
+    # https://admin.example.com, or "*"; none by default.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins_from_env(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    # Build URLs from X-Forwarded-Proto / X-Forwarded-Host: only behind a proxy that sets
+    # them, since a client could otherwise name any host.
+    trust_proxy_headers: bool = False

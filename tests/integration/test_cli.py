@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from pixelbatch.demo.server import ImageServer
 from tests import support
@@ -31,11 +34,24 @@ def test_process_writes_output_and_fails_on_bad_image(
     good.write_bytes(
         support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg,{images.base_url}/alpha.png"]])
     )
-    result = _run(["process", str(good), "-o", str(tmp_path / "out.csv")], env, tmp_path)
+    # A narrow terminal and a long output path: the summary folds the path, never cuts it.
+    out = tmp_path / ("a-rather-long-directory-name-for-the-outputs-" * 3) / "out.csv"
+    result = _run(["process", str(good), "-o", str(out)], {**env, "COLUMNS": "60"}, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "COMPLETED" in result.stdout
-    rows = list(csv.reader((tmp_path / "out.csv").open()))
-    assert rows[1][3].count("/files/") == 2
+    assert "…" not in result.stdout, result.stdout
+    assert str(out) in _table_cells(result.stdout, "output CSV"), result.stdout
+    # No server runs: the output CSV links to the outputs on this disk.
+    rows = list(csv.reader(out.open()))
+    urls = rows[1][3].split(", ")
+    assert len(urls) == 2 and all(u.startswith("file:///") for u in urls), urls
+    assert all(Path(url2pathname(urlparse(u).path)).is_file() for u in urls), urls
+
+    served = tmp_path / "served.csv"
+    args = ["process", str(good), "-o", str(served), "--public-url", "https://img.example/"]
+    assert _run(args, env, tmp_path).returncode == 0
+    urls = list(csv.reader(served.open()))[1][3].split(", ")
+    assert all(re.fullmatch(r"https://img\.example/files/[^?]+", u) for u in urls), urls
 
     bad = tmp_path / "bad.csv"
     bad.write_bytes(
@@ -49,6 +65,24 @@ def test_process_writes_output_and_fails_on_bad_image(
     rows = list(csv.reader((tmp_path / "out2.csv").open()))
     assert rows[0][4] == "Status" and rows[1][4] == "PARTIAL"
     assert rows[1][5].startswith("image 2: HTTP 404")
+
+
+def _table_cells(stdout: str, label: str) -> str:
+    """The value cell of a summary row, its folded continuation lines joined."""
+    value = ""
+    inside = False
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) != 2:
+            inside = False
+            continue
+        if cells[0] == label:
+            inside = True
+        elif cells[0]:
+            inside = False
+        if inside:
+            value += cells[1]
+    return value
 
 
 def test_process_rejects_invalid_csv_with_row_numbers(

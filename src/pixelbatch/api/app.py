@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from pixelbatch import __version__
 from pixelbatch.api.errors import UnexpectedErrors, install_error_handlers
@@ -58,12 +59,24 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     )
     install_error_handlers(app)
     app.include_router(router)
-    # The last one added runs outermost: RequestTimer > SecurityHeaders > BodySizeLimit >
-    # UnexpectedErrors > routes. So the 500 for an unexpected exception is timed, carries
-    # the security headers and closes a connection whose body was not read, like any answer.
+    # The last one added runs outermost: RequestTimer > SecurityHeaders > (CORS) >
+    # BodySizeLimit > UnexpectedErrors > routes. So the 500 for an unexpected exception is
+    # timed, carries the security headers and closes a connection whose body was not read,
+    # like any answer.
     app.add_middleware(UnexpectedErrors)
     # Multipart framing adds a little to the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    if settings.cors_origins:
+        # Inside SecurityHeaders, so preflight answers carry them too; outside the rest, so
+        # a browser can read the 413 and error answers as well as the successes.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Idempotency-Key"],
+            expose_headers=["Location", "Idempotent-Replayed", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestTimer)
     return app

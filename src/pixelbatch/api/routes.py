@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import mimetypes
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pixelbatch import access, batches, intake
 from pixelbatch.api import schemas
 from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
+from pixelbatch.api.urls import request_base_url
 from pixelbatch.db.health import database_status
 from pixelbatch.db.models import Batch
 from pixelbatch.jobs.dispatch import Dispatcher
@@ -47,8 +49,17 @@ def _dispatcher(request: Request) -> Dispatcher:
     return dispatcher
 
 
-def _status_url(runtime: Runtime, batch_id: uuid.UUID) -> str:
-    return f"{runtime.settings.resolved_public_url}/api/status/{batch_id}"
+def _request_base(request: Request) -> str | None:
+    return request_base_url(request, _runtime(request).settings.trust_proxy_headers)
+
+
+def _base(request: Request, batch: Batch) -> str:
+    """The base of the URLs this answer hands out for ``batch``."""
+    return _runtime(request).public_base(batch.public_url, _request_base(request))
+
+
+def _status_url(base: str, batch_id: uuid.UUID) -> str:
+    return f"{base}/api/status/{batch_id}"
 
 
 def _counts(batch: Batch) -> schemas.Counts:
@@ -67,7 +78,7 @@ def _progress(batch: Batch) -> float:
     return round((batch.images_done + batch.images_failed) / batch.images_total, 4)
 
 
-def _summary(runtime: Runtime, batch: Batch) -> schemas.BatchSummary:
+def _summary(request: Request, batch: Batch) -> schemas.BatchSummary:
     return schemas.BatchSummary(
         request_id=batch.id,
         status=batch.status,
@@ -76,7 +87,7 @@ def _summary(runtime: Runtime, batch: Batch) -> schemas.BatchSummary:
         progress=_progress(batch),
         created_at=batch.created_at,
         finished_at=batch.finished_at,
-        status_url=_status_url(runtime, batch.id),
+        status_url=_status_url(_base(request, batch), batch.id),
     )
 
 
@@ -119,9 +130,13 @@ def upload(
         webhook_url=webhook_url or None,
         idempotency_key=idempotency_key,
         principal=who,
+        # Recorded for the URLs the finaliser writes later, with no request at hand.
+        public_url=None if runtime.settings.public_url else _request_base(request),
     )
     body = schemas.UploadResponse(
-        request_id=batch.id, status=batch.status, status_url=_status_url(runtime, batch.id)
+        request_id=batch.id,
+        status=batch.status,
+        status_url=_status_url(_base(request, batch), batch.id),
     )
     return JSONResponse(
         status_code=202,
@@ -150,11 +165,12 @@ def status(
     webhook = None
     if detail.webhook is not None:
         webhook = schemas.WebhookStatus.model_validate(detail.webhook, from_attributes=True)
+    base = _base(request, batch)
     return schemas.StatusResponse(
-        **_summary(runtime, batch).model_dump(),
+        **_summary(request, batch).model_dump(),
         started_at=batch.started_at,
         updated_at=batch.updated_at,
-        output_csv=output_csv_url(runtime, batch.id) if batch.output_key else None,
+        output_csv=output_csv_url(runtime, batch.id, base) if batch.output_key else None,
         message=batch.message,
         options=batch.options,
         bytes_in=batch.bytes_in,
@@ -177,7 +193,7 @@ def list_batches(
     runtime = _runtime(request)
     items, total = batches.list_batches(runtime, query, tenant=who.tenant)
     return schemas.BatchList(
-        items=[_summary(runtime, b) for b in items],
+        items=[_summary(request, b) for b in items],
         total=total,
         offset=query.offset,
         limit=query.limit,
@@ -197,6 +213,7 @@ def list_images(
 ) -> schemas.ImagePage:
     runtime = _runtime(request)
     rows, total = batches.list_images(runtime, request_id, query, tenant=who.tenant)
+    base = _base(request, batches.get_batch(runtime, request_id, tenant=who.tenant))
     items = [
         schemas.ImageDetail(
             row=r.row_number,
@@ -204,7 +221,9 @@ def list_images(
             position=r.image.position + 1,
             input_url=r.image.url,
             status=r.image.status,
-            output_url=runtime.storage.url(r.image.output_key) if r.image.output_key else None,
+            output_url=runtime.storage.url(r.image.output_key, base)
+            if r.image.output_key
+            else None,
             attempts=r.image.attempts,
             error_code=r.image.error_code,
             error_message=r.image.error_message,
@@ -240,7 +259,7 @@ def download_output(request: Request, request_id: uuid.UUID, who: CurrentPrincip
 )
 def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> schemas.BatchSummary:
     runtime = _runtime(request)
-    return _summary(runtime, batches.cancel_batch(runtime, request_id, tenant=who.tenant))
+    return _summary(request, batches.cancel_batch(runtime, request_id, tenant=who.tenant))
 
 
 @router.post(
@@ -267,16 +286,32 @@ def files(
     expires: str | None = None,
     sig: str | None = None,
 ) -> Response:
-    return _file_response(access.readable_file(_runtime(request), key, who, expires, sig))
+    readable = access.readable_file(_runtime(request), key, who, expires, sig)
+    # A signed URL is the capability itself: anyone holding it, a CDN included, may keep
+    # the answer until the signature expires. A key holder's answer stays private.
+    cache = "private"
+    if readable.signed_until is not None:
+        cache = f"public, max-age={max(0, readable.signed_until - int(time.time()))}"
+    # Outputs are meant to be embedded by a storefront on another site (<img src=...>).
+    return _file_response(
+        readable.path,
+        headers={"Cross-Origin-Resource-Policy": "cross-origin", "Cache-Control": cache},
+    )
 
 
-def _file_response(path: Path, download_name: str | None = None) -> Response:
+def _file_response(
+    path: Path, download_name: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(
         path,
         media_type=media_type,
         filename=download_name,
-        headers={"Content-Security-Policy": "default-src 'none'", "Cache-Control": "private"},
+        headers={
+            "Content-Security-Policy": "default-src 'none'",
+            "Cache-Control": "private",
+            **(headers or {}),
+        },
     )
 
 

@@ -14,17 +14,29 @@ from pixelbatch import batches, intake
 from pixelbatch.cli.common import app, console, exit_on_error, opened_runtime, setup_logging
 from pixelbatch.db.models import Batch, BatchStatus, DeliveryStatus
 from pixelbatch.jobs.local import run_to_completion
-from pixelbatch.runtime import Runtime
+from pixelbatch.runtime import LOCAL_FILES, Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.transform import OutputFormat, TransformOptions
 
 
 def _run_batch(
-    runtime: Runtime, csv_path: Path, options: TransformOptions, webhook_url: str | None
+    runtime: Runtime,
+    csv_path: Path,
+    options: TransformOptions,
+    webhook_url: str | None,
+    public_url: str | None = None,
 ) -> Batch:
+    """``public_url``: where a server will serve the outputs; without one (nor
+    PIXELBATCH_PUBLIC_URL) the output CSV links to the local files, since none runs."""
     with csv_path.open("rb") as source:
         batch, _ = intake.upload(
-            runtime, None, source, filename=csv_path.name, options=options, webhook_url=webhook_url
+            runtime,
+            None,
+            source,
+            filename=csv_path.name,
+            options=options,
+            webhook_url=webhook_url,
+            public_url=(public_url or runtime.settings.public_url or LOCAL_FILES).rstrip("/"),
         )
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -56,6 +68,8 @@ def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> bool:
         if path is not None:
             shutil.copyfile(path, out)
     table = Table(title=f"batch {batch.id}", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # a path is folded onto more lines, never cut
     table.add_row("status", batch.status.value)
     table.add_row("products", str(batch.products_total))
     table.add_row("images", str(batch.images_total))
@@ -109,6 +123,13 @@ def process(
     max_height: Annotated[int | None, typer.Option(min=1, help="Bounding box height")] = None,
     keep_metadata: Annotated[bool, typer.Option(help="Keep EXIF metadata")] = False,
     webhook_url: Annotated[str | None, typer.Option(help="Webhook to call when done")] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Base URL of the server that will serve the outputs [default: "
+            "PIXELBATCH_PUBLIC_URL, else file:// URLs of the local outputs]"
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Process a CSV locally, without a server; exits 1 if any image failed or the webhook
@@ -125,7 +146,7 @@ def process(
             max_height=max_height,
             keep_metadata=keep_metadata,
         )
-        batch = _run_batch(runtime, csv_path, options, webhook_url)
+        batch = _run_batch(runtime, csv_path, options, webhook_url, public_url)
         webhook_ok = _summary(runtime, batch, output)
     if batch.status != BatchStatus.COMPLETED or not webhook_ok:
         raise typer.Exit(1)

@@ -38,6 +38,7 @@ def serve(
     settings = Settings(**overrides)  # type: ignore[arg-type]
     if not settings.is_embedded:
         _check_shared_deployment(settings)
+    _warn_wildcard_without_public_url(settings)
     mode = "embedded" if settings.is_embedded else "distributed (API only; run workers apart)"
     if not settings.auth_enabled:
         err_console.print(
@@ -53,6 +54,15 @@ def serve(
         f"(data in {settings.data_dir.resolve()}) — API docs at /docs"
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _warn_wildcard_without_public_url(settings: Settings) -> None:
+    if settings.public_url is None and settings.host.strip("[]") in ("0.0.0.0", "::", ""):  # noqa: S104
+        err_console.print(
+            f"[bold yellow]WARNING: no PIXELBATCH_PUBLIC_URL[/] while bound to {settings.host}: "
+            "status, output CSV and webhook URLs use the host each upload was sent to; set "
+            "PIXELBATCH_PUBLIC_URL to the address clients should use."
+        )
 
 
 def _check_shared_deployment(settings: Settings) -> None:

@@ -154,6 +154,9 @@ class Batch(Base):
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
     output_key: Mapped[str | None] = mapped_column(String(255))
     message: Mapped[str | None] = mapped_column(Text)
+    # The base URL the upload reached the API through (when PUBLIC_URL was unset): the
+    # base of the batch's status, output CSV and file URLs, whoever builds them later.
+    public_url: Mapped[str | None] = mapped_column(Text)
     # Set by the one worker that wins the right to finalise; a lease so a crash mid-way
     # lets another worker take over.
     finalizer_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -23,16 +23,20 @@ def output_csv_key(batch_id: uuid.UUID) -> str:
     return f"{batch_id}/output.csv"
 
 
-def output_csv_url(runtime: Runtime, batch_id: uuid.UUID) -> str:
-    return f"{runtime.settings.resolved_public_url}/api/batches/{batch_id}/output.csv"
+def output_csv_url(runtime: Runtime, batch_id: uuid.UUID, base: str | None = None) -> str:
+    """``base``: ``Runtime.public_base`` for the batch (and request), if known."""
+    base = base or runtime.public_base(None)
+    if base.startswith("file:"):  # no server: the stored file itself
+        return runtime.storage.url(output_csv_key(batch_id), base)
+    return f"{base}/api/batches/{batch_id}/output.csv"
 
 
-def _product_row(runtime: Runtime, product: Product, images: list[Image]) -> OutputRow:
+def _product_row(runtime: Runtime, base: str, product: Product, images: list[Image]) -> OutputRow:
     outputs: list[str | None] = []
     errors: list[str] = []
     for image in images:
         if image.status == ImageStatus.DONE and image.output_key:
-            outputs.append(runtime.storage.url(image.output_key))
+            outputs.append(runtime.storage.url(image.output_key, base))
         else:
             outputs.append(None)
             reason = image.error_message or image.status.value.lower()
@@ -50,7 +54,7 @@ def _product_row(runtime: Runtime, product: Product, images: list[Image]) -> Out
     )
 
 
-def _rows(runtime: Runtime, batch_id: uuid.UUID) -> Iterator[OutputRow]:
+def _rows(runtime: Runtime, batch_id: uuid.UUID, base: str) -> Iterator[OutputRow]:
     after = 0
     while True:
         with transaction(runtime.sessions) as session:
@@ -58,7 +62,7 @@ def _rows(runtime: Runtime, batch_id: uuid.UUID) -> Iterator[OutputRow]:
         if not page:
             return
         for product, images in page:
-            yield _product_row(runtime, product, images)
+            yield _product_row(runtime, base, product, images)
         after = page[-1][0].row_number
 
 
@@ -79,12 +83,13 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
         assert batch is not None
         extra_columns = list(batch.extra_columns)
         dialect = CsvDialect.from_json(batch.csv_dialect)
+        base = runtime.public_base(batch.public_url)
     key = output_csv_key(batch_id)
     tmp_dir = runtime.settings.data_dir if runtime.settings.is_embedded else None
     fd, name = tempfile.mkstemp(suffix=".csv", dir=tmp_dir)
     tmp_path = Path(name)
     with open(fd, "w", encoding="utf-8", newline="") as fh:
-        write_output_csv(fh, extra_columns, _rows(runtime, batch_id), dialect)
+        write_output_csv(fh, extra_columns, _rows(runtime, batch_id, base), dialect)
     try:
         with tmp_path.open("rb") as csv_file:
             runtime.storage.put_file(key, csv_file, "text/csv")
@@ -100,7 +105,7 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
         payload = {
             "request_id": str(batch_id),
             "status": status.value,
-            "output_csv": output_csv_url(runtime, batch_id),
+            "output_csv": output_csv_url(runtime, batch_id, base),
             "counts": {
                 "products": batch.products_total,
                 "images_total": batch.images_total,

@@ -36,4 +36,8 @@ class Storage(Protocol):
         """A path on this machine for the object, when the backend has one."""
         ...
 
-    def url(self, key: str) -> str: ...
+    def url(self, key: str, base: str | None = None) -> str:
+        """The URL clients read ``key`` at; ``base`` (``Runtime.public_base``) replaces the
+        backend's default base where the backend serves through the API. A ``file:`` base
+        means no server: a backend on this machine's disk answers the file's own URL."""
+        ...

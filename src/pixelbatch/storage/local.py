@@ -47,6 +47,10 @@ class LocalStorage:
             raise NotFound("file not found")
         return path
 
-    def url(self, key: str) -> str:
-        url = f"{self.public_base_url}/files/{validate_key(key)}"
+    def url(self, key: str, base: str | None = None) -> str:
+        if base is not None and base.startswith("file:"):
+            # No server (``pixelbatch process``): the file itself, which needs no signature.
+            return (self.root / validate_key(key)).resolve().as_uri()
+        root = base.rstrip("/") if base else self.public_base_url
+        url = f"{root}/files/{validate_key(key)}"
         return f"{url}?{self.signer.query(key)}" if self.signer is not None else url
