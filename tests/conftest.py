@@ -21,6 +21,7 @@ E2E_MODULES = frozenset(
         "integration/test_api_upload_rejections.py",
         "integration/test_auth.py",
         "integration/test_cli.py",
+        "integration/test_cli_start.py",
         "integration/test_hostile_http.py",
         "integration/test_restart.py",
         "integration/test_schemathesis.py",

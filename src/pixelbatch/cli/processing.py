@@ -11,11 +11,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pixelbatch import batches, intake
-from pixelbatch.cli.common import app, console, exit_on_error, opened_runtime, setup_logging
+from pixelbatch.cli.common import (
+    app,
+    console,
+    exit_on_error,
+    opened_runtime,
+    settings_of,
+    setup_logging,
+)
 from pixelbatch.db.models import Batch, BatchStatus
 from pixelbatch.jobs.local import run_to_completion
 from pixelbatch.runtime import Runtime
-from pixelbatch.settings import Settings
 from pixelbatch.transform import OutputFormat, TransformOptions
 
 
@@ -76,6 +82,7 @@ def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> None:
 
 @app.command()
 def process(
+    ctx: typer.Context,
     csv_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input CSV")],
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Where to write the output CSV")
@@ -97,11 +104,13 @@ def process(
     max_height: Annotated[int | None, typer.Option(min=1, help="Bounding box height")] = None,
     keep_metadata: Annotated[bool, typer.Option(help="Keep EXIF metadata")] = False,
     webhook_url: Annotated[str | None, typer.Option(help="Webhook to call when done")] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Log what happens, at INFO level")
+    ] = False,
 ) -> None:
     """Process a CSV locally, without a server; exits 1 if any image failed."""
     setup_logging(verbose)
-    settings = Settings()
+    settings = settings_of(ctx)
     with exit_on_error(), opened_runtime(settings) as runtime:
         options = intake.processing_options(
             settings,
@@ -120,6 +129,7 @@ def process(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     data_dir: Annotated[Path | None, typer.Option(help="Where to keep the demo's data")] = None,
 ) -> None:
     """Process a bundled example catalog served from a local image server, fully offline."""
@@ -127,7 +137,7 @@ def demo(
     from pixelbatch.demo.server import ImageServer
 
     setup_logging(False)
-    base = Settings()
+    base = settings_of(ctx)
     root = data_dir or base.data_dir / "demo"
     out = root / "example-output.csv"
     with ImageServer() as server:
