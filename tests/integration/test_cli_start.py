@@ -117,6 +117,10 @@ def test_keys_list_prints_whole_ids_at_80_columns_and_revoke_takes_them(tmp_path
     assert printed == [prefix], listed.stdout
     assert key_id.group(1) in listed.stdout
 
+    wide = _run(["keys", "list"], {}, tmp_path, columns=200)
+    assert re.findall(r"pb_[A-Za-z0-9]+", wide.stdout) == [prefix], wide.stdout
+    assert key_id.group(1) in wide.stdout
+
     revoked = _run(["keys", "revoke", printed[0]], {}, tmp_path, columns=80)
     assert revoked.returncode == 0, revoked.stdout + revoked.stderr
     assert f"revoked {key_id.group(1)}" in revoked.stdout
