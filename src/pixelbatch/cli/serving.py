@@ -17,6 +17,7 @@ from pixelbatch.cli.common import app, console, exit_on_error, settings_of, setu
 from pixelbatch.cli.startup import (
     database_reachable,
     err_console,
+    mask_url,
     refuse,
     require_broker,
     with_options,
@@ -57,9 +58,17 @@ def serve(
         console.print("API keys are required (Authorization: Bearer pb_…).")
     console.print(
         f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
-        f"(data in {settings.data_dir.resolve()}) — API docs at /docs"
+        f"({_where(settings)}) — API docs at /docs"
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _where(settings: Settings) -> str:
+    """Where this process keeps its state, as it really does in its mode."""
+    if settings.is_embedded:
+        return f"data in {settings.data_dir.resolve()}"
+    outputs = settings.storage_url or str(settings.outputs_dir.resolve())
+    return f"database {mask_url(settings.resolved_database_url)}, outputs in {mask_url(outputs)}"
 
 
 def _check_shared_deployment(settings: Settings) -> None:
