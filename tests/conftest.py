@@ -17,6 +17,7 @@ E2E_MODULES = frozenset(
     {
         "bench/test_bench_smoke.py",
         "distributed/test_cluster.py",
+        "distributed/test_readme.py",
         "integration/test_api_batch.py",
         "integration/test_api_upload_rejections.py",
         "integration/test_auth.py",
