@@ -17,10 +17,12 @@ E2E_MODULES = frozenset(
     {
         "bench/test_bench_smoke.py",
         "distributed/test_cluster.py",
+        "distributed/test_readme.py",
         "integration/test_api_batch.py",
         "integration/test_api_upload_rejections.py",
         "integration/test_auth.py",
         "integration/test_cli.py",
+        "integration/test_cli_start.py",
         "integration/test_hostile_http.py",
         "integration/test_restart.py",
         "integration/test_schemathesis.py",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from pixelbatch import __version__
+from pixelbatch.cli.startup import database_reachable, err_console, load_settings
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
@@ -20,8 +24,46 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="API keys (each belongs to a tenant).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+secrets_app = typer.Typer(help="Server-side secrets.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"pixelbatch {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+def _asks_for_help() -> bool:
+    """``pixelbatch keys create --help`` is parsed only after the app callback has run (click
+    resolves one level at a time), so the callback looks at the command line itself: help
+    must show even when the environment is broken."""
+    return "--help" in sys.argv[1:]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Show the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Every command starts here: the settings are read and checked once, and a bad
+    ``PIXELBATCH_*`` variable stops the command with one line naming it (exit 2)."""
+    if not ctx.resilient_parsing and not _asks_for_help():
+        ctx.obj = load_settings()
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings the app callback checked (built here when a command runs alone)."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        root.obj = load_settings()
+    return root.obj
 
 
 def setup_logging(verbose: bool) -> None:
@@ -57,11 +99,13 @@ def exit_on_error() -> Iterator[None]:
 
 
 @contextmanager
-def opened_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
-    """A runtime whose database is ready by the one rule (``Runtime.prepare_database``)."""
-    runtime = Runtime(settings or Settings())
+def opened_runtime(settings: Settings) -> Iterator[Runtime]:
+    """A runtime whose database is ready by the one rule (``Runtime.prepare_database``); an
+    unreachable database is one line naming it, not a driver traceback."""
+    runtime = Runtime(settings)
     try:
-        runtime.prepare_database()
+        with database_reachable(settings):
+            runtime.prepare_database()
         yield runtime
     finally:
         runtime.close()

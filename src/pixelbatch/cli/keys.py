@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from pixelbatch.auth.keys import create_key, list_keys, revoke_key
-from pixelbatch.cli.common import console, exit_on_error, keys_app, opened_runtime
+from pixelbatch.cli.common import console, exit_on_error, keys_app, opened_runtime, settings_of
 from pixelbatch.db.engine import transaction
 
 
 @keys_app.command("create")
 def keys_create(
+    ctx: typer.Context,
     name: Annotated[str, typer.Option(help="What the key is for, e.g. the client's name")],
     tenant: Annotated[
         str | None, typer.Option(help="Tenant the key belongs to (default: the name)")
     ] = None,
 ) -> None:
     """Create an API key; the key and its webhook secret are shown once."""
-    with exit_on_error(), opened_runtime() as runtime, transaction(runtime.sessions) as session:
+    with (
+        exit_on_error(),
+        opened_runtime(settings_of(ctx)) as runtime,
+        transaction(runtime.sessions) as session,
+    ):
         created = create_key(session, name=name, tenant=tenant)
     console.print(f"key id:         {created.id}")
     console.print(f"tenant:         {created.tenant}")
@@ -29,30 +35,62 @@ def keys_create(
     console.print("[bold]Store both now: they are not shown again.[/]")
 
 
+WIDE_TABLE = 130
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else ""
+
+
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(ctx: typer.Context) -> None:
     """List API keys (never the keys themselves)."""
-    with exit_on_error(), opened_runtime() as runtime, transaction(runtime.sessions) as session:
+    with (
+        exit_on_error(),
+        opened_runtime(settings_of(ctx)) as runtime,
+        transaction(runtime.sessions) as session,
+    ):
         rows = list_keys(session)
-    table = Table("id", "prefix", "tenant", "name", "created", "last used", "revoked")
+    # The prefix and the id are what `keys revoke` takes: printed whole, whatever the width.
+    # A narrow terminal gets one block per key instead of a table squeezing them.
+    if console.width < WIDE_TABLE:
+        for row in rows:
+            revoked = f"  [red]revoked {_when(row.revoked_at)}[/]" if row.revoked_at else ""
+            console.print(f"[bold]pb_{row.prefix}[/]  {row.id}{revoked}", highlight=False)
+            console.print(
+                f"  tenant {row.tenant}, name {row.name}, created {_when(row.created_at)}, "
+                f"last used {_when(row.last_used_at) or 'never'}",
+                highlight=False,
+            )
+        return
+    table = Table("prefix", "id", "tenant", "name", "created", "last used", "revoked")
+    for index, column in enumerate(table.columns):
+        column.no_wrap, column.overflow = index < 2, "fold"
     for row in rows:
         table.add_row(
+            f"pb_{row.prefix}",
             str(row.id),
-            f"pb_{row.prefix}_…",
             row.tenant,
             row.name,
-            f"{row.created_at:%Y-%m-%d %H:%M}",
-            f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "",
-            f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",
+            _when(row.created_at),
+            _when(row.last_used_at),
+            _when(row.revoked_at),
         )
     console.print(table)
 
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key: Annotated[str, typer.Argument(help="Key id or its pb_<prefix>")],
+    ctx: typer.Context,
+    key: Annotated[
+        str, typer.Argument(help="Key id or its pb_<prefix>, as `keys list` prints them")
+    ],
 ) -> None:
     """Revoke a key: it stops working at once."""
-    with exit_on_error(), opened_runtime() as runtime, transaction(runtime.sessions) as session:
+    with (
+        exit_on_error(),
+        opened_runtime(settings_of(ctx)) as runtime,
+        transaction(runtime.sessions) as session,
+    ):
         row = revoke_key(session, key)
         console.print(f"revoked {row.id} (tenant {row.tenant}, {row.name})")

@@ -11,11 +11,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pixelbatch import batches, intake
-from pixelbatch.cli.common import app, console, exit_on_error, opened_runtime, setup_logging
+from pixelbatch.cli.common import (
+    app,
+    console,
+    exit_on_error,
+    opened_runtime,
+    settings_of,
+    setup_logging,
+)
 from pixelbatch.db.models import Batch, BatchStatus, DeliveryStatus
 from pixelbatch.jobs.local import run_to_completion
 from pixelbatch.runtime import LOCAL_FILES, Runtime
-from pixelbatch.settings import Settings
 from pixelbatch.transform import OutputFormat, TransformOptions
 
 
@@ -102,6 +108,7 @@ def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> bool:
 
 @app.command()
 def process(
+    ctx: typer.Context,
     csv_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input CSV")],
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Where to write the output CSV")
@@ -130,12 +137,14 @@ def process(
             "PIXELBATCH_PUBLIC_URL, else file:// URLs of the local outputs]"
         ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Log what happens, at INFO level")
+    ] = False,
 ) -> None:
     """Process a CSV locally, without a server; exits 1 if any image failed or the webhook
     was not delivered (retried for up to a minute)."""
     setup_logging(verbose)
-    settings = Settings()
+    settings = settings_of(ctx)
     with exit_on_error(), opened_runtime(settings) as runtime:
         options = intake.processing_options(
             settings,
@@ -154,6 +163,7 @@ def process(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     data_dir: Annotated[Path | None, typer.Option(help="Where to keep the demo's data")] = None,
 ) -> None:
     """Process a bundled example catalog served from a local image server, fully offline."""
@@ -161,7 +171,7 @@ def demo(
     from pixelbatch.demo.server import ImageServer
 
     setup_logging(False)
-    base = Settings()
+    base = settings_of(ctx)
     root = data_dir or base.data_dir / "demo"
     out = root / "example-output.csv"
     with ImageServer() as server:

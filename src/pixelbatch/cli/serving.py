@@ -13,7 +13,15 @@ from typing import Annotated
 
 import typer
 
-from pixelbatch.cli.common import app, console, err_console, exit_on_error, setup_logging
+from pixelbatch.cli.common import app, console, exit_on_error, settings_of, setup_logging
+from pixelbatch.cli.startup import (
+    database_reachable,
+    err_console,
+    mask_url,
+    refuse,
+    require_broker,
+    with_options,
+)
 from pixelbatch.db import migrate
 from pixelbatch.db.engine import make_engine
 from pixelbatch.settings import Settings
@@ -21,21 +29,21 @@ from pixelbatch.settings import Settings
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
-    port: Annotated[int | None, typer.Option(help="Bind port")] = None,
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address [default: PIXELBATCH_HOST, 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Bind port [default: PIXELBATCH_PORT, 8000]")
+    ] = None,
 ) -> None:
     """Run the HTTP API (and, in embedded mode, the workers) until interrupted."""
     import uvicorn
 
     from pixelbatch.api.app import create_app
 
+    settings = with_options(settings_of(ctx), host=("--host", host), port=("--port", port))
     setup_logging(True)
-    overrides: dict[str, object] = {}
-    if host is not None:
-        overrides["host"] = host
-    if port is not None:
-        overrides["port"] = port
-    settings = Settings(**overrides)  # type: ignore[arg-type]
     if not settings.is_embedded:
         _check_shared_deployment(settings)
     _warn_wildcard_without_public_url(settings)
@@ -51,7 +59,7 @@ def serve(
         console.print("API keys are required (Authorization: Bearer pb_…).")
     console.print(
         f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
-        f"(data in {settings.data_dir.resolve()}) — API docs at /docs"
+        f"({_where(settings)}) — API docs at /docs"
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
@@ -65,18 +73,21 @@ def _warn_wildcard_without_public_url(settings: Settings) -> None:
         )
 
 
+def _where(settings: Settings) -> str:
+    """Where this process keeps its state, as it really does in its mode."""
+    if settings.is_embedded:
+        return f"data in {settings.data_dir.resolve()}"
+    outputs = settings.storage_url or str(settings.outputs_dir.resolve())
+    return f"database {mask_url(settings.resolved_database_url)}, outputs in {mask_url(outputs)}"
+
+
 def _check_shared_deployment(settings: Settings) -> None:
     """Refuse to start a replica or worker against an unmigrated or unreachable database, or
     without the secrets that every process of a deployment must share."""
     engine = make_engine(settings.resolved_database_url)
     try:
-        with exit_on_error():
+        with exit_on_error(), database_reachable(settings):
             migrate.require_current(engine)
-    except typer.Exit:
-        raise
-    except Exception as exc:
-        err_console.print(f"[bold red]error[/]: cannot reach the database: {exc}")
-        raise typer.Exit(2) from None
     finally:
         engine.dispose()
     missing = [
@@ -88,11 +99,10 @@ def _check_shared_deployment(settings: Settings) -> None:
         if needed and value is None
     ]
     if missing:
-        err_console.print(
-            f"[bold red]error[/]: set {' and '.join(missing)}: every API replica and worker "
-            "must share the same secrets"
+        raise refuse(
+            f"set {' and '.join(missing)}: every API replica and worker must share the same "
+            "secrets (`pixelbatch secrets generate` prints them)"
         )
-        raise typer.Exit(2)
 
 
 class WorkerRole(StrEnum):
@@ -119,6 +129,7 @@ def _companion_name(hostname: str | None) -> str:
 
 @app.command()
 def worker(
+    ctx: typer.Context,
     concurrency: Annotated[
         int | None, typer.Option(help="Worker processes (default: one per core)")
     ] = None,
@@ -135,14 +146,14 @@ def worker(
     ] = WorkerRole.ALL,
 ) -> None:
     """Run a Celery worker for the distributed mode (needs PIXELBATCH_BROKER_URL)."""
-    settings = Settings()
+    settings = settings_of(ctx)
     if settings.is_embedded:
-        err_console.print(
-            "[bold red]error[/]: PIXELBATCH_BROKER_URL is not set; the embedded mode needs no "
-            "separate worker (`pixelbatch serve` runs its own)"
+        raise refuse(
+            "PIXELBATCH_BROKER_URL is not set; the embedded mode needs no separate worker "
+            "(`pixelbatch serve` runs its own)"
         )
-        raise typer.Exit(2)
     _check_shared_deployment(settings)
+    require_broker(settings)
     setup_logging(True)
     from pixelbatch.jobs import celery_app
 
