@@ -52,7 +52,19 @@ def processing_options(
     max_height: int | None = None,
     keep_metadata: bool = False,
 ) -> TransformOptions:
-    """The options a client asked for, with the deployment's defaults for the rest."""
+    """The options a client asked for, with the deployment's defaults for the rest.
+
+    ``quality`` (absolute) and ``relative_quality`` both say how hard to compress; a request
+    that gives both is ambiguous and refused rather than one silently winning.
+    """
+    if quality is not None and relative_quality is not None:
+        raise InvalidInput(
+            "quality and relative_quality are exclusive: give an absolute quality or a"
+            " fraction of the source's quality, not both",
+            code="conflicting_options",
+            status_code=422,
+            details={"fields": ["quality", "relative_quality"]},
+        )
     try:
         return TransformOptions(
             quality=quality,

@@ -93,3 +93,32 @@ def test_semicolon_dialect_with_bom_is_accepted(
         status = support.wait_final(client, response.json()["request_id"])
         assert status["status"] == "COMPLETED"
         assert status["counts"]["images_done"] == 2
+
+
+def test_form_fields_are_checked_by_name_case_and_combination(
+    server: support.ServerProcess, images: ImageServer
+) -> None:
+    """A misspelt field is named, not ignored; a format's case does not matter; an absolute
+    and a relative quality together are refused as ambiguous."""
+    body = support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]])
+    files = {"file": ("ok.csv", body, "text/csv")}
+    with server.client() as client:
+        misspelt = client.post("/api/upload", files=files, data={"qualty": "30"})
+        assert misspelt.status_code == 422, misspelt.text
+        assert misspelt.json()["code"] == "validation_error"
+        assert "qualty" in misspelt.json()["message"]
+        assert "unknown field" in misspelt.json()["message"]
+
+        both = client.post(
+            "/api/upload", files=files, data={"quality": "30", "relative_quality": "0.5"}
+        )
+        assert both.status_code == 422, both.text
+        assert both.json()["code"] == "conflicting_options"
+        assert "quality" in both.json()["message"]
+        assert "relative_quality" in both.json()["message"]
+        assert client.get("/api/batches").json()["total"] == 0
+
+        upper = client.post("/api/upload", files=files, data={"output_format": "JPEG"})
+        assert upper.status_code == 202, upper.text
+        status = client.get(f"/api/status/{upper.json()['request_id']}").json()
+        assert status["options"]["output_format"] == "jpeg"
