@@ -21,8 +21,8 @@ from pixelbatch.catalog import CatalogReader, CsvLimits
 from pixelbatch.db import bulk, images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus
-from pixelbatch.errors import InvalidInput
-from pixelbatch.fetch import parse_http_url
+from pixelbatch.errors import FetchError, InvalidInput
+from pixelbatch.fetch import effective_port, parse_http_url
 from pixelbatch.fetch.urls import normalize_http_url
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.runtime import Runtime
@@ -38,8 +38,25 @@ def input_csv_key(batch_id: uuid.UUID) -> str:
     return f"{batch_id}/input.csv"
 
 
-def validate_url(runtime: Runtime, url: str) -> str:
-    return str(parse_http_url(url, max_length=runtime.settings.max_url_length))
+def validate_url(runtime: Runtime, url: str, *, field: str = "webhook_url") -> str:
+    """A URL pixelbatch will call (``field`` names it in the error), normalised.
+
+    Besides its syntax, the fetch address policy refuses what it can before any name is
+    resolved: a literal loopback, private or link-local address, or a port, not on
+    ``PIXELBATCH_FETCH_ALLOW``. Such a URL could never be reached, so it is refused now
+    rather than accepted and retried for an hour. Names are checked when connecting.
+    """
+    try:
+        parsed = parse_http_url(url, max_length=runtime.settings.max_url_length)
+        host = parsed.raw_host.decode("ascii")
+        runtime.fetcher.policy.check_target(host, effective_port(parsed))
+    except (InvalidInput, FetchError) as exc:
+        raise InvalidInput(
+            f"{field}: {exc.message}",
+            code=f"invalid_{field}",
+            details={"field": field, **(exc.details or {})},
+        ) from None
+    return str(parsed)
 
 
 def processing_options(

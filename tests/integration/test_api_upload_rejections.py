@@ -122,3 +122,35 @@ def test_form_fields_are_checked_by_name_case_and_combination(
         assert upper.status_code == 202, upper.text
         status = client.get(f"/api/status/{upper.json()['request_id']}").json()
         assert status["options"]["output_format"] == "jpeg"
+
+
+def test_webhook_url_at_a_private_literal_address_is_refused(
+    server: support.ServerProcess,
+    images: ImageServer,
+    sink_server: tuple[ImageServer, support.WebhookSink],
+) -> None:
+    """The fetch address policy, applied at upload: a literal loopback, private or
+    link-local address not on PIXELBATCH_FETCH_ALLOW can never be delivered to, so it is
+    refused now instead of retried for an hour. The allowlisted receiver is accepted."""
+    body = support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]])
+    files = {"file": ("ok.csv", body, "text/csv")}
+    hook_server, _ = sink_server
+    with server.client() as client:
+        for url in (
+            "http://127.0.0.1:9/hook",
+            "http://10.1.2.3/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/hook",
+            "http://2130706433/hook",  # 127.0.0.1 spelt as a number
+        ):
+            response = client.post("/api/upload", files=files, data={"webhook_url": url})
+            assert response.status_code == 400, (url, response.text)
+            error = response.json()
+            assert error["code"] == "invalid_webhook_url", url
+            assert error["message"].startswith("webhook_url: "), error
+            assert error["details"]["field"] == "webhook_url"
+        assert client.get("/api/batches").json()["total"] == 0
+        fine = client.post(
+            "/api/upload", files=files, data={"webhook_url": f"{hook_server.base_url}/hook"}
+        )
+        assert fine.status_code == 202, fine.text

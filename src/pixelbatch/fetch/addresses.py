@@ -165,10 +165,25 @@ class AddressPolicy:
                 code="blocked_address",
                 details={"host": host, "port": port, "ip": str(ip), "reason": reason},
             )
+        self._check_port(host, port, str(ip))
+
+    def check_target(self, host: str, port: int) -> None:
+        """What can be refused before any name is resolved: a literal IP address (checked as
+        a connection to it would be) and the port. A host name passes; where it resolves
+        to is checked at connect time by :meth:`check`, as ever."""
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if not self.is_allowlisted(host, port):
+                self._check_port(host, port, None)
+            return
+        self.check(host, port, ip)
+
+    def _check_port(self, host: str, port: int, ip: str | None) -> None:
         if port not in self.allowed_ports:
             allowed = ", ".join(str(p) for p in sorted(self.allowed_ports))
             raise FetchError(
                 f"Refused to connect to {host} on port {port}: only ports {allowed} are allowed",
                 code="blocked_port",
-                details={"host": host, "port": port, "ip": str(ip)},
+                details={"host": host, "port": port, "ip": ip},
             )
