@@ -25,6 +25,7 @@ def test_rejects_with_rows_and_columns_and_stores_nothing(
             ["3", "No urls", ""],
             ["1", "Duplicate serial", good],
             ["5", "Bad scheme", f"{good}, ftp://example.com/a.jpg"],
+            ["6", "Glued", f"{good};{good}"],
         ]
     )
     with server.client() as client:
@@ -37,6 +38,8 @@ def test_rejects_with_rows_and_columns_and_stores_nothing(
         assert (4, "Input Image Urls") in problems
         assert (5, "S. No.") in problems
         assert (6, "Input Image Urls") in problems
+        assert (7, "Input Image Urls") in problems
+        assert "two URLs joined by ';'" in str(error["details"])
         assert "ftp://example.com/a.jpg" in str(error["details"])
         assert "Traceback" not in response.text
         assert client.get("/api/batches").json()["total"] == 0

@@ -51,6 +51,9 @@ _ALIASES: dict[str, str] = {
 _MIN_LINE_CHARS = 1024 * 1024
 _DELIMITERS = (",", ";", "\t")
 _URL_SPLIT_RE = re.compile(r"[,\r\n]+")
+# ';' and '|' are legal inside a URL (path parameters, queries), so a cell is never split
+# on them; one followed by a new scheme is two URLs glued together by the wrong separator.
+_GLUED_RE = re.compile(r"\s*([;|])\s*https?://", re.IGNORECASE)
 _HEADER_JUNK_RE = re.compile(r"[\s._\-]+")
 _SPACES_RE = re.compile(r"\s+")
 
@@ -339,6 +342,17 @@ class CatalogReader:
         validate = self._validate_url
         urls: list[str] = []
         for url in raw:
+            if ";" in url or "|" in url:
+                glued = _GLUED_RE.search(url)
+                if glued is not None:
+                    self._log.report(
+                        row,
+                        col,
+                        f"two URLs joined by '{glued.group(1)}' in one cell"
+                        f" (separate image URLs with a comma): {quote(url)}",
+                        url,
+                    )
+                    continue
             if len(url) > max_length:
                 self._log.report(
                     row,
