@@ -147,7 +147,7 @@ class CsvLines:
                         self._log.report(
                             row,
                             None,
-                            f"invalid UTF-8 at byte {byte} (row {row}); save the file as UTF-8",
+                            f"invalid UTF-8 at byte {byte}; save the file as UTF-8",
                         )
                 if "\x00" in line:
                     self._log.report(
