@@ -157,3 +157,39 @@ def test_webhook_url_at_a_private_literal_address_is_refused(
             "/api/upload", files=files, data={"webhook_url": f"{hook_server.base_url}/hook"}
         )
         assert fine.status_code == 202, fine.text
+
+
+def test_idempotency_key_reused_for_a_different_request_is_refused(
+    server: support.ServerProcess,
+    images: ImageServer,
+    sink_server: tuple[ImageServer, support.WebhookSink],
+) -> None:
+    """Stripe's rule: the same key with the same request names the same batch; the same key
+    with another file, other options or another webhook is a client bug, said as such."""
+    body = support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]])
+    other_body = support.csv_bytes([["1", "Cup", f"{images.base_url}/q90.jpg"]])
+    hook = f"{sink_server[0].base_url}/hook"
+    key = {"Idempotency-Key": "order-42"}
+
+    def post(client: httpx.Client, csv: bytes, **data: str) -> httpx.Response:
+        files = {"file": ("c.csv", csv, "text/csv")}
+        return client.post("/api/upload", files=files, data=data, headers=key)
+
+    with server.client() as client:
+        first = post(client, body, quality="60", webhook_url=hook)
+        assert first.status_code == 202, first.text
+        again = post(client, body, quality="60", webhook_url=hook)
+        assert again.status_code == 202
+        assert again.json()["request_id"] == first.json()["request_id"]
+        assert again.headers["Idempotent-Replayed"] == "true"
+        for changed in (
+            post(client, other_body, quality="60", webhook_url=hook),
+            post(client, body, quality="70", webhook_url=hook),
+            post(client, body, quality="60"),
+        ):
+            assert changed.status_code == 422, changed.text
+            error = changed.json()
+            assert error["code"] == "idempotency_key_reused"
+            assert "order-42" in error["message"]
+            assert error["details"]["request_id"] == first.json()["request_id"]
+        assert client.get("/api/batches").json()["total"] == 1
