@@ -7,6 +7,8 @@ added here holds for every face at once.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +23,8 @@ from pixelbatch.catalog import CatalogReader, CsvLimits
 from pixelbatch.db import bulk, images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus
-from pixelbatch.errors import InvalidInput
-from pixelbatch.fetch import parse_http_url
+from pixelbatch.errors import FetchError, InvalidInput
+from pixelbatch.fetch import effective_port, parse_http_url
 from pixelbatch.fetch.urls import normalize_http_url
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.runtime import Runtime
@@ -38,8 +40,25 @@ def input_csv_key(batch_id: uuid.UUID) -> str:
     return f"{batch_id}/input.csv"
 
 
-def validate_url(runtime: Runtime, url: str) -> str:
-    return str(parse_http_url(url, max_length=runtime.settings.max_url_length))
+def validate_url(runtime: Runtime, url: str, *, field: str = "webhook_url") -> str:
+    """A URL pixelbatch will call (``field`` names it in the error), normalised.
+
+    Besides its syntax, the fetch address policy refuses what it can before any name is
+    resolved: a literal loopback, private or link-local address, or a port, not on
+    ``PIXELBATCH_FETCH_ALLOW``. Such a URL could never be reached, so it is refused now
+    rather than accepted and retried for an hour. Names are checked when connecting.
+    """
+    try:
+        parsed = parse_http_url(url, max_length=runtime.settings.max_url_length)
+        host = parsed.raw_host.decode("ascii")
+        runtime.fetcher.policy.check_target(host, effective_port(parsed))
+    except (InvalidInput, FetchError) as exc:
+        raise InvalidInput(
+            f"{field}: {exc.message}",
+            code=f"invalid_{field}",
+            details={"field": field, **(exc.details or {})},
+        ) from None
+    return str(parsed)
 
 
 def processing_options(
@@ -52,7 +71,19 @@ def processing_options(
     max_height: int | None = None,
     keep_metadata: bool = False,
 ) -> TransformOptions:
-    """The options a client asked for, with the deployment's defaults for the rest."""
+    """The options a client asked for, with the deployment's defaults for the rest.
+
+    ``quality`` (absolute) and ``relative_quality`` both say how hard to compress; a request
+    that gives both is ambiguous and refused rather than one silently winning.
+    """
+    if quality is not None and relative_quality is not None:
+        raise InvalidInput(
+            "quality and relative_quality are exclusive: give an absolute quality or a"
+            " fraction of the source's quality, not both",
+            code="conflicting_options",
+            status_code=422,
+            details={"fields": ["quality", "relative_quality"]},
+        )
     try:
         return TransformOptions(
             quality=quality,
@@ -88,11 +119,14 @@ def upload(
     """
     if principal.key_id is not None:
         runtime.rate_limiter.hit(str(principal.key_id))
-    earlier = _earlier_batch(runtime, principal, idempotency_key)
-    if earlier is not None:
-        return earlier, False
     if webhook_url:
         webhook_url = validate_url(runtime, webhook_url)
+    fingerprint = None
+    if idempotency_key:
+        fingerprint = request_fingerprint(source, options, webhook_url)
+    earlier = _earlier_batch(runtime, principal, idempotency_key, fingerprint)
+    if earlier is not None:
+        return earlier, False
     limits = CsvLimits.from_settings(runtime.settings)
     batch_id = uuid.uuid4()
     try:
@@ -108,6 +142,7 @@ def upload(
                 tenant=principal.tenant,
                 api_key_id=principal.key_id,
                 idempotency_key=idempotency_key or None,
+                request_fingerprint=fingerprint,
                 input_filename=Path(filename or "upload.csv").name[:255],
                 input_key=input_csv_key(batch_id),
                 webhook_url=webhook_url,
@@ -129,7 +164,7 @@ def upload(
             _keep_input(runtime, source, batch_id)
     except IntegrityError:
         # A concurrent upload with the same idempotency key committed first: name its batch.
-        earlier = _earlier_batch(runtime, principal, idempotency_key)
+        earlier = _earlier_batch(runtime, principal, idempotency_key, fingerprint)
         if earlier is None:
             raise
         return earlier, False
@@ -138,12 +173,41 @@ def upload(
     return batch, True
 
 
+def request_fingerprint(
+    source: IO[bytes], options: TransformOptions, webhook_url: str | None
+) -> str:
+    """SHA-256 of everything an upload asks for: the file's bytes, the options in effect
+    and the webhook. Two requests with one idempotency key must have the same one."""
+    file_digest = hashlib.sha256()
+    source.seek(0)
+    for chunk in iter(functools.partial(source.read, 1 << 16), b""):
+        file_digest.update(chunk)
+    source.seek(0)
+    asked = [file_digest.hexdigest(), options.model_dump(mode="json"), webhook_url]
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
 def _earlier_batch(
-    runtime: Runtime, principal: Principal, idempotency_key: str | None
+    runtime: Runtime,
+    principal: Principal,
+    idempotency_key: str | None,
+    fingerprint: str | None,
 ) -> Batch | None:
+    """The batch an earlier request with this key made, if any; refused when that request
+    asked for something else (a batch stored before fingerprints existed is trusted)."""
     if not idempotency_key:
         return None
-    return batches.find_by_idempotency_key(runtime, principal.tenant, idempotency_key)
+    earlier = batches.find_by_idempotency_key(runtime, principal.tenant, idempotency_key)
+    if earlier is None or earlier.request_fingerprint in (None, fingerprint):
+        return earlier
+    raise InvalidInput(
+        f"idempotency key {idempotency_key!r} was already used for a different request"
+        f" (batch {earlier.id}): a retry must send the same file, options and webhook_url;"
+        " use a new key for a new request",
+        code="idempotency_key_reused",
+        status_code=422,
+        details={"request_id": str(earlier.id)},
+    )
 
 
 def _product_slices(reader: CatalogReader, size: int) -> Iterator[list[bulk.NewProduct]]:

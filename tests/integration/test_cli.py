@@ -64,7 +64,7 @@ def test_process_writes_output_and_fails_on_bad_image(
     assert "http_404" in result.stdout
     rows = list(csv.reader((tmp_path / "out2.csv").open()))
     assert rows[0][4] == "Status" and rows[1][4] == "PARTIAL"
-    assert rows[1][5].startswith("image 2: HTTP 404")
+    assert rows[1][5] == f"image 2 ({images.base_url}/missing.jpg): HTTP 404 Not Found"
 
 
 def _table_cells(stdout: str, label: str) -> str:

@@ -240,8 +240,15 @@ def test_redirect_to_unlisted_local_server_is_blocked(
 
 
 def test_direct_url_to_unlisted_port_is_blocked(fetcher: Fetcher, canary: fs.TestServer) -> None:
-    assert fetch_error(fetcher, canary.url("/secret")).code == "blocked_address"
+    error = fetch_error(fetcher, canary.url("/secret"))
+    assert error.code == "blocked_address"
     assert canary.connections == 0
+    # The message names the URL, then the setting that would allow it, as one can paste it.
+    assert error.message == (
+        f"Refused to connect to 127.0.0.1 (loopback address) for {canary.url('/secret')};"
+        f" set PIXELBATCH_FETCH_ALLOW=127.0.0.1:{canary.port} to allow it"
+    )
+    assert error.details["allow"] == f"127.0.0.1:{canary.port}"
 
 
 def _stays_on_this_machine(host: str) -> bool:
@@ -322,7 +329,9 @@ def test_public_address_on_unlisted_port_is_blocked(
     fetcher: Fetcher, connect_spy: list[tuple[str, int]]
 ) -> None:
     """Refused before connecting; were it not, the spy refuses too: no internet traffic."""
-    assert fetch_error(fetcher, "http://93.184.216.34:8080/").code == "blocked_port"
+    error = fetch_error(fetcher, "http://93.184.216.34:8080/")
+    assert error.code == "blocked_port"
+    assert error.message.endswith("; set PIXELBATCH_FETCH_ALLOW=93.184.216.34:8080 to allow it")
     assert connect_spy == []
 
 

@@ -7,7 +7,9 @@ counts uploads against the per-key rate limit, code the keys-off run never reach
 
 Nothing leaves the machine: generated uploads are either not a valid catalog (so no batch
 is created) or a fixed catalog whose only URL is 127.0.0.1:9, which the address policy
-refuses before connecting; webhook URLs are forced to that address too.
+refuses before connecting; webhook URLs are forced to ``localhost`` on port 80, a name the
+upload accepts and the same policy refuses when the webhook is sent (a literal private
+address would be refused at upload, so the success path would never run with a webhook).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.integration.test_auth import create_key
 
 MAX_EXAMPLES = 25
 BLOCKED = "http://127.0.0.1:9"
+BLOCKED_HOOK = "http://localhost/hook"
 VALID_CSV = (
     b"S. No.,Product Name,Input Image Urls\r\n"
     + f"1,Mug,{BLOCKED}/a.jpg\r\n2,Cup,{BLOCKED}/b.png\r\n".encode()
@@ -99,7 +102,7 @@ auth_schema = schemathesis.pytest.from_fixture("auth_api_schema")
 def _keep_local(case: Any) -> None:
     """Never let a generated webhook URL point anywhere but the refused local address."""
     if isinstance(case.body, dict) and case.body.get("webhook_url"):
-        case.body["webhook_url"] = f"{BLOCKED}/hook"
+        case.body["webhook_url"] = BLOCKED_HOOK
 
 
 @schema.parametrize()

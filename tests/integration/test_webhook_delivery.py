@@ -24,7 +24,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
-from pixelbatch.auth.keys import Principal, create_key
+from pixelbatch.auth.keys import ANONYMOUS, Principal, create_key
 from pixelbatch.db import images, outbox
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import ApiKey, DeliveryStatus, WebhookAttempt, WebhookDelivery, utcnow
@@ -457,3 +457,17 @@ def test_a_delivery_that_cannot_be_signed_fails_alone(
     [attempt] = _attempts(runtime, failed.id)
     assert attempt.status_code is None
     assert attempt.error == "internal error: the webhook could not be signed or sent"
+
+
+def test_a_name_that_resolves_to_a_blocked_address_fails_at_once(runtime: Runtime) -> None:
+    """``localhost`` passes the upload check (a name, not a literal address) but resolves to
+    loopback, where only the receiver's port is allowed: the address policy will refuse it
+    on every attempt, so the delivery is FAILED at the first, with the reason, not retried.
+    The port is allowed (80): only the address is refused, before connecting."""
+    batch_id = _finished_batch(runtime, "http://localhost/hook", ANONYMOUS)
+    assert deliver_due(runtime) == 1
+    delivery = _delivery(runtime, batch_id)
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.attempts == 1
+    assert delivery.last_error is not None and "loopback" in delivery.last_error
+    assert [a.error for a in _attempts(runtime, delivery.id)] == [delivery.last_error]

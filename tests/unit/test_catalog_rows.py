@@ -64,3 +64,27 @@ def test_url_limits_on_both_paths() -> None:
         (2, "Input Image Urls", f"URL longer than 40 characters: '{long_url}'"),
         (3, "Input Image Urls", f"URL longer than 40 characters: '{long_url}'"),
     ]
+
+
+def test_two_urls_glued_by_semicolon_or_bar_are_rejected() -> None:
+    """';' and '|' are legal in a URL, so a cell is never split on them; but one followed by
+    a new http(s):// is two URLs glued together, which would fail later as one 404."""
+    assert _problems(
+        f"{HEADER}\n"
+        "1,A,http://x/a.jpg;http://x/b.jpg\n"
+        "2,B,http://x/a.jpg | HTTPS://x/b.jpg\n"
+        "3,C,http://x/a;v=1\n"
+    ) == [
+        (
+            2,
+            "Input Image Urls",
+            "two URLs joined by ';' in one cell (separate image URLs with a comma):"
+            " 'http://x/a.jpg;http://x/b.jpg'",
+        ),
+        (
+            3,
+            "Input Image Urls",
+            "two URLs joined by '|' in one cell (separate image URLs with a comma):"
+            " 'http://x/a.jpg | HTTPS://x/b.jpg'",
+        ),
+    ]

@@ -59,7 +59,10 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = [
             {
                 "field": ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query")),
-                "message": err.get("msg", "invalid value"),
+                # Pydantic's "Extra inputs are not permitted" says less than it means.
+                "message": "unknown field"
+                if err.get("type") == "extra_forbidden"
+                else err.get("msg", "invalid value"),
             }
             for err in exc.errors()
         ]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import mimetypes
 import time
 import uuid
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from pixelbatch import access, batches, intake
 from pixelbatch.api import schemas
@@ -21,7 +21,8 @@ from pixelbatch.db.models import Batch
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import output_csv_url
 from pixelbatch.runtime import Runtime
-from pixelbatch.transform import OutputFormat
+from pixelbatch.settings import Settings
+from pixelbatch.transform import OutputFormat, TransformOptions
 
 router = APIRouter()
 
@@ -91,17 +92,32 @@ def _summary(request: Request, batch: Batch) -> schemas.BatchSummary:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class ProcessingForm:
-    """The upload's processing fields, gathered by FastAPI into one value that goes to
-    ``intake.processing_options`` as it came."""
+class UploadForm(BaseModel):
+    """The upload's form, every field of it: a field not named here is refused (422 naming
+    it) rather than ignored, so a misspelt option never silently falls back to a default."""
 
-    quality: Annotated[int | None, Form(ge=1, le=100)] = None
-    relative_quality: Annotated[float | None, Form(gt=0, le=1)] = None
-    output_format: Annotated[OutputFormat, Form()] = OutputFormat.KEEP
-    max_width: Annotated[int | None, Form(ge=1, le=20000)] = None
-    max_height: Annotated[int | None, Form(ge=1, le=20000)] = None
-    keep_metadata: Annotated[bool, Form()] = False
+    model_config = ConfigDict(extra="forbid")
+
+    file: UploadFile = Field(description="The input CSV")
+    quality: int | None = Field(None, ge=1, le=100)
+    relative_quality: float | None = Field(None, gt=0, le=1)
+    output_format: OutputFormat = OutputFormat.KEEP
+    max_width: int | None = Field(None, ge=1, le=20000)
+    max_height: int | None = Field(None, ge=1, le=20000)
+    keep_metadata: bool = False
+    webhook_url: str | None = None
+
+    def options(self, settings: Settings) -> TransformOptions:
+        """The processing fields, as they came, through ``intake.processing_options``."""
+        return intake.processing_options(
+            settings,
+            quality=self.quality,
+            relative_quality=self.relative_quality,
+            output_format=self.output_format,
+            max_width=self.max_width,
+            max_height=self.max_height,
+            keep_metadata=self.keep_metadata,
+        )
 
 
 @router.post(
@@ -114,20 +130,18 @@ class ProcessingForm:
 def upload(
     request: Request,
     who: CurrentPrincipal,
-    file: Annotated[UploadFile, File(description="The input CSV")],
-    processing: Annotated[ProcessingForm, Depends()],
-    webhook_url: Annotated[str | None, Form()] = None,
+    form: Annotated[UploadForm, Form()],
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     runtime = _runtime(request)
-    options = intake.processing_options(runtime.settings, **dataclasses.asdict(processing))
+    options = form.options(runtime.settings)
     batch, created = intake.upload(
         runtime,
         _dispatcher(request),
-        file.file,
-        filename=file.filename or "upload.csv",
+        form.file.file,
+        filename=form.file.filename or "upload.csv",
         options=options,
-        webhook_url=webhook_url or None,
+        webhook_url=form.webhook_url or None,
         idempotency_key=idempotency_key,
         principal=who,
         # Recorded for the URLs the finaliser writes later, with no request at hand.

@@ -25,10 +25,9 @@ _LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
 # "CSV (Comma delimited)" writes) is refused rather than guessed: most of its byte strings
 # are also valid in other encodings, and a wrong guess would corrupt names silently.
 _NOT_UTF8 = (
-    ": the file must be UTF-8, and this one is probably Windows-1252 (Excel's"
-    ' "CSV (Comma delimited)"); in Excel use File > Save As >'
-    ' "CSV UTF-8 (Comma delimited) (*.csv)", in LibreOffice choose the character set'
-    ' "Unicode (UTF-8)", then upload it again'
+    ' (it is probably Windows-1252, what Excel\'s "CSV (Comma delimited)" writes: in Excel'
+    ' use File > Save As > "CSV UTF-8 (Comma delimited) (*.csv)", in LibreOffice choose the'
+    ' character set "Unicode (UTF-8)", then upload it again)'
 )
 
 
@@ -156,7 +155,7 @@ class CsvLines:
                     if row != self._encoding_row:  # one per row: a Latin-1 file has many
                         first_one = not self._encoding_row
                         self._encoding_row = row
-                        message = f"invalid UTF-8 at byte {byte} (row {row})"
+                        message = f"invalid UTF-8 at byte {byte}; save the file as UTF-8"
                         self._log.report(row, None, message + (_NOT_UTF8 if first_one else ""))
                 if "\x00" in line:
                     self._log.report(

@@ -52,6 +52,10 @@ _ALIASES: dict[str, str] = {
 _MIN_LINE_CHARS = 1024 * 1024
 _DELIMITERS = (",", ";", "\t")
 _URL_SPLIT_RE = re.compile(r"[,\r\n]+")
+# ';' and '|' are legal inside a URL (path parameters, queries), so a cell is never split
+# on them; one followed by a new scheme is two URLs glued together by the wrong separator.
+_GLUED_RE = re.compile(r"\s*([;|])\s*https?://", re.IGNORECASE)
+_HEADERS_SHOWN = 20  # header names quoted in a "missing required column" problem
 _HEADER_JUNK_RE = re.compile(r"[\s._\-]+")
 _SPACES_RE = re.compile(r"\s+")
 
@@ -229,12 +233,19 @@ class CatalogReader:
             else:
                 extra_idx.append(idx)
         missing = [c for c in _REQUIRED if c not in found]
-        for col in missing:
+        if missing:
+            # One problem naming every missing column and what the row had instead: the
+            # usual cause is a file whose first row is not the header, or other names.
+            noun = "column" if len(missing) == 1 else "columns"
+            had = ", ".join(quote(n) for n in names[:_HEADERS_SHOWN] if n)
+            if len(names) > _HEADERS_SHOWN:
+                had += f" and {len(names) - _HEADERS_SHOWN} more"
             self._log.report(
                 row,
-                col,
-                f"missing required column '{col}' (the first row must be the header:"
-                f" {', '.join(_REQUIRED)})",
+                None,
+                f"missing required {noun} {', '.join(quote(c) for c in missing)};"
+                f" the header row has {had or 'no names'}"
+                " (the first row must be the header, columns in any order)",
             )
         if self._log.total > before or missing:
             return
@@ -345,6 +356,17 @@ class CatalogReader:
         validate = self._validate_url
         urls: list[str] = []
         for url in raw:
+            if ";" in url or "|" in url:
+                glued = _GLUED_RE.search(url)
+                if glued is not None:
+                    self._log.report(
+                        row,
+                        col,
+                        f"two URLs joined by '{glued.group(1)}' in one cell"
+                        f" (separate image URLs with a comma): {quote(url)}",
+                        url,
+                    )
+                    continue
             if len(url) > max_length:
                 self._log.report(
                     row,
@@ -356,5 +378,8 @@ class CatalogReader:
             try:
                 urls.append(validate(url))
             except InvalidInput as exc:
-                self._log.report(row, col, f"{exc.message}: {quote(url)}", url)
+                # The validator's message may quote the URL already; say it once.
+                details = exc.details if isinstance(exc.details, dict) else {}
+                reason = details.get("reason") or exc.message
+                self._log.report(row, col, f"{reason}: {quote(url)}", url)
         return tuple(urls)

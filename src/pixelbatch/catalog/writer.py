@@ -76,11 +76,19 @@ def join_urls(urls: Sequence[str | None]) -> str:
 
 
 def format_image_error(position: int, url: str, reason: str) -> str:
-    """The ``Errors`` entry for one failed image; ``position`` is 1-based. The URL is named
-    once: fetch errors usually quote it already."""
-    if url in reason:
-        return f"image {position}: {reason}"
-    return f"image {position} ({url}): {reason}"
+    """The ``Errors`` entry for one failed image, ``image N (URL): reason`` for every image
+    (``position`` is 1-based). Fetch errors name the URL themselves; it is taken out of the
+    reason so the entry names it once, in the same place whatever failed."""
+    return f"image {position} ({url}): {_without_url(reason, url)}"
+
+
+def _without_url(reason: str, url: str) -> str:
+    if not url or url not in reason:
+        return reason
+    for joined in (f" from {url}", f" for {url}"):
+        reason = reason.replace(joined, "")
+    reason = reason.replace(url, "the URL")
+    return "The URL" + reason[len("the URL") :] if reason.startswith("the URL") else reason
 
 
 def _column_key(name: str) -> str:

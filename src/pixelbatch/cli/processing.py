@@ -125,7 +125,9 @@ def process(
             " 0.5]",
         ),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option(help="Output format")] = OutputFormat.KEEP,
+    output_format: Annotated[
+        OutputFormat, typer.Option(case_sensitive=False, help="Output format")
+    ] = OutputFormat.KEEP,
     max_width: Annotated[int | None, typer.Option(min=1, help="Bounding box width")] = None,
     max_height: Annotated[int | None, typer.Option(min=1, help="Bounding box height")] = None,
     keep_metadata: Annotated[bool, typer.Option(help="Keep EXIF metadata")] = False,

@@ -138,6 +138,9 @@ class Batch(Base):
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # SHA-256 of what was asked (file, options, webhook) when a key was given: the same key
+    # with another request is refused rather than answered with this batch.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     input_filename: Mapped[str] = mapped_column(String(255))
     input_key: Mapped[str] = mapped_column(String(255))
     webhook_url: Mapped[str | None] = mapped_column(Text)

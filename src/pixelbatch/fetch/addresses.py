@@ -14,6 +14,27 @@ from pixelbatch.errors import FetchError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+#: The setting an operator changes to let pixelbatch reach a refused host:port.
+ALLOW_SETTING = "PIXELBATCH_FETCH_ALLOW"
+
+
+def allow_hint(host: str, port: int) -> tuple[str, str]:
+    """The allowlist entry that would let ``host:port`` through, and the sentence saying
+    which setting takes it: every refusal names its own remedy."""
+    entry = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return entry, f"set {ALLOW_SETTING}={entry} to allow it"
+
+
+def refused(message: str, *, code: str, host: str, port: int, **details: object) -> FetchError:
+    """A refusal by the policy: ``message``, then the hint (kept in ``details`` too, so
+    a caller that adds the URL can put it before the hint)."""
+    entry, hint = allow_hint(host, port)
+    return FetchError(
+        f"{message}; {hint}",
+        code=code,
+        details={"host": host, "port": port, **details, "allow": entry, "hint": hint},
+    )
+
 
 def _v4(cidr: str, reason: str) -> tuple[ipaddress.IPv4Network, str]:
     return ipaddress.IPv4Network(cidr), reason
@@ -160,15 +181,35 @@ class AddressPolicy:
         reason = is_blocked_address(ip)
         if reason is not None:
             shown = host if host == str(ip) else f"{host} ({ip})"
-            raise FetchError(
+            raise refused(
                 f"Refused to connect to {shown} ({reason} address)",
                 code="blocked_address",
-                details={"host": host, "port": port, "ip": str(ip), "reason": reason},
+                host=host,
+                port=port,
+                ip=str(ip),
+                reason=reason,
             )
+        self._check_port(host, port, str(ip))
+
+    def check_target(self, host: str, port: int) -> None:
+        """What can be refused before any name is resolved: a literal IP address (checked as
+        a connection to it would be) and the port. A host name passes; where it resolves
+        to is checked at connect time by :meth:`check`, as ever."""
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if not self.is_allowlisted(host, port):
+                self._check_port(host, port, None)
+            return
+        self.check(host, port, ip)
+
+    def _check_port(self, host: str, port: int, ip: str | None) -> None:
         if port not in self.allowed_ports:
             allowed = ", ".join(str(p) for p in sorted(self.allowed_ports))
-            raise FetchError(
+            raise refused(
                 f"Refused to connect to {host} on port {port}: only ports {allowed} are allowed",
                 code="blocked_port",
-                details={"host": host, "port": port, "ip": str(ip)},
+                host=host,
+                port=port,
+                ip=ip,
             )

@@ -96,9 +96,14 @@ def connection_error(url: httpx.URL, exc: Exception) -> FetchError:
 
 
 def with_url(exc: FetchError, url: httpx.URL) -> FetchError:
-    """``exc`` naming ``url``: the network layer that raised it sees only host and port."""
+    """``exc`` naming ``url``: the network layer that raised it sees only host and port.
+    A refusal's hint (which setting allows it) stays last, after the URL."""
+    message = f"{exc.message} for {url}"
+    hint = (exc.details or {}).get("hint")
+    if isinstance(hint, str) and exc.message.endswith(f"; {hint}"):
+        message = f"{exc.message[: -len(hint) - 2]} for {url}; {hint}"
     return FetchError(
-        f"{exc.message} for {url}",
+        message,
         code=exc.code,
         retryable=exc.retryable,
         retry_after=exc.retry_after,

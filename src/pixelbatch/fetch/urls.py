@@ -43,7 +43,10 @@ _NUMBER_END = frozenset("0123456789abcdefABCDEFxX.")
 
 def _invalid(url: str, reason: str) -> InvalidInput:
     shown = url if len(url) <= 200 else url[:200] + "..."
-    return InvalidInput(f"{reason}: {shown!r}", code="invalid_url", details={"url": shown})
+    # The reason alone is in the details too, for a caller that quotes the URL its own way.
+    return InvalidInput(
+        f"{reason}: {shown!r}", code="invalid_url", details={"url": shown, "reason": reason}
+    )
 
 
 def _ends_in_number(host: str) -> bool:

@@ -16,6 +16,15 @@ class OutputFormat(StrEnum):
     AVIF = "avif"
     PNG = "png"
 
+    @classmethod
+    def _missing_(cls, value: object) -> OutputFormat | None:
+        """Any case names a format: ``JPEG`` and ``Webp`` are ``jpeg`` and ``webp``."""
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.lower():
+                    return member
+        return None
+
 
 class TransformOptions(BaseModel):
     """Per-batch image settings; immutable so one instance can be shared across workers."""

@@ -4,6 +4,8 @@ A delivery keeps one ``webhook-id`` (the event id) across all its attempts so re
 can de-duplicate, and is re-signed on each attempt. Anything but a 2xx answer - including
 a redirect, an error status, a timeout or a refused connection - is a failed attempt,
 retried with exponential backoff until ``webhook_max_attempts`` and then FAILED for good.
+A refusal by the fetch address policy (a name that resolves to a private address, a port
+that is not allowed) would be the same on every attempt, so it is FAILED at once.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ WEBHOOK_HEADERS = {
     "accept": "application/json",
     "user-agent": f"pixelbatch-webhooks/{__version__} (+https://github.com/pixelbatch/pixelbatch)",
 }
+
+# FetchError codes no retry can change: the address policy's refusals and a bad URL.
+PERMANENT_ERRORS = frozenset({"blocked_address", "blocked_port", "invalid_url"})
 
 
 def backoff_delay(attempt: int, settings: Settings) -> float:
@@ -86,9 +91,16 @@ def _claim_one(runtime: Runtime, batch_id: uuid.UUID | None) -> _Due | None:
         )
 
 
-def _send(runtime: Runtime, item: _Due) -> tuple[int | None, str | None]:
-    """POST once; returns (status code, error). Never raises: whatever goes wrong is this
-    attempt's failure, so it is recorded and backed off like any other."""
+@dataclass(frozen=True)
+class _Outcome:
+    status_code: int | None
+    error: str | None = None
+    permanent: bool = False  # no later attempt can succeed
+
+
+def _send(runtime: Runtime, item: _Due) -> _Outcome:
+    """POST once. Never raises: whatever goes wrong is this attempt's failure, so it is
+    recorded and backed off like any other (or FAILED at once when it is permanent)."""
     settings = runtime.settings
     try:
         secret = item.own_secret or load_or_create_secret(settings)
@@ -100,16 +112,16 @@ def _send(runtime: Runtime, item: _Due) -> tuple[int | None, str | None]:
             item.url, body, headers, timeout=settings.webhook_timeout
         )
     except FetchError as exc:
-        return None, exc.message
+        return _Outcome(None, exc.message, permanent=exc.code in PERMANENT_ERRORS)
     except Exception:
         # A bad secret or payload must not wedge the outbox: left unrecorded, the delivery
         # would come back after its lease, fail the same way first in every pass, forever.
         log.exception("webhook %s could not be sent", item.event_id)
-        return None, "internal error: the webhook could not be signed or sent"
+        return _Outcome(None, "internal error: the webhook could not be signed or sent")
     # Redirects are not followed (the target was never checked), so 3xx is a failure too.
     if not 200 <= status_code < 300:
-        return status_code, f"receiver answered HTTP {status_code}"
-    return status_code, None
+        return _Outcome(status_code, f"receiver answered HTTP {status_code}")
+    return _Outcome(status_code)
 
 
 def deliver_due(runtime: Runtime, limit: int = 20, batch_id: uuid.UUID | None = None) -> int:
@@ -129,12 +141,14 @@ def deliver_due(runtime: Runtime, limit: int = 20, batch_id: uuid.UUID | None = 
             break
         attempted += 1
         started = time.monotonic()
-        status_code, error = _send(runtime, item)
+        outcome = _send(runtime, item)
+        status_code, error = outcome.status_code, outcome.error
         duration_ms = (time.monotonic() - started) * 1000
         delivered = error is None
         attempt_number = item.attempts + 1
         next_at = None
-        if not delivered and attempt_number < settings.webhook_max_attempts:
+        retry = not delivered and not outcome.permanent
+        if retry and attempt_number < settings.webhook_max_attempts:
             next_at = utcnow() + timedelta(seconds=backoff_delay(attempt_number, settings))
         if not delivered:
             log.warning("webhook %s attempt %d failed: %s", item.event_id, attempt_number, error)

@@ -85,9 +85,7 @@ def test_finalize_batch_writes_the_csv_and_queues_the_webhook_once(
     assert lamp["Product Name"] == "'=Lamp"  # a formula cell is neutralised
     first, second = (cell.strip() for cell in chair["Output Image Urls"].split(","))
     assert first == runtime.storage.url(f"{batch_id}/0000002-01.jpg") and second == ""
-    assert (
-        chair["Errors"] == f"image 2: HTTP 404 Not Found from {image_server.base_url}/missing.jpg"
-    )
+    assert chair["Errors"] == f"image 2 ({image_server.base_url}/missing.jpg): HTTP 404 Not Found"
     [delivery] = _deliveries(runtime, batch_id)
     assert delivery.url == hook
     assert delivery.payload["status"] == "COMPLETED_WITH_ERRORS"
