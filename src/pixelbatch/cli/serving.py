@@ -57,9 +57,11 @@ def serve(
         )
     else:
         console.print("API keys are required (Authorization: Bearer pb_…).")
+    # One line, never wrapped: operators grep logs for it.
     console.print(
         f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
-        f"({_where(settings)}) — API docs at /docs"
+        f"({_where(settings)}) — API docs at /docs",
+        soft_wrap=True,
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
