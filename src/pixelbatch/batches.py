@@ -5,6 +5,7 @@ Services take a ``Runtime`` and do their own short transactions; none of them kn
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -16,7 +17,10 @@ from pixelbatch.db.batch_reads import ErrorCount, ImageRow
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
+from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def find_by_idempotency_key(runtime: Runtime, tenant: str, key: str) -> Batch | None:
@@ -88,10 +92,18 @@ def list_images(
 
 
 def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:
+    """Cancel, then finalise at once: the output CSV (done images with their URLs, the rest
+    ``CANCELLED``) and the ``CANCELLED`` webhook. Images in flight are abandoned at their next
+    stage boundary and can no longer be recorded, so the CSV is final. Should this finaliser
+    lose the race or fail, the workers' recovery pass (``finalize_ready_batches``) does it."""
     with transaction(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
         if not batch_lifecycle.cancel_batch(session, batch_id):
             raise Conflict("only a pending or processing batch can be cancelled")
+    try:
+        finalize_batch(runtime, batch_id)
+    except Exception:
+        log.exception("could not finalise cancelled batch %s; the sweeper will", batch_id)
     return get_batch(runtime, batch_id, tenant=tenant)
 
 

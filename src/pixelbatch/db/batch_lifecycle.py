@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pixelbatch.db import outbox
@@ -34,15 +34,28 @@ def mark_started(session: Session, batch_id: uuid.UUID, now: datetime) -> None:
     )
 
 
+def _unfinalised() -> ColumnElement[bool]:
+    """A batch that needs its finaliser: an active one whose images are all recorded, or a
+    cancelled one without its output CSV yet (a cancel leaves the rest of its images unrecorded
+    and ends the batch, but the finaliser still writes its CSV and queues its webhook)."""
+    return or_(
+        and_(
+            Batch.status.in_(ACTIVE_BATCH_STATES),
+            Batch.images_done + Batch.images_failed >= Batch.images_total,
+        ),
+        and_(Batch.status == BatchStatus.CANCELLED, Batch.output_key.is_(None)),
+    )
+
+
 def claim_finalization(session: Session, batch_id: uuid.UUID, lease_seconds: float) -> bool:
-    """Win the right to finalise a batch whose images are all recorded; only one caller does."""
+    """Win the right to finalise a batch that is ready (see ``_unfinalised``); only one
+    caller does."""
     now = utcnow()
     result = session.execute(
         update(Batch)
         .where(
             Batch.id == batch_id,
-            Batch.status.in_(ACTIVE_BATCH_STATES),
-            Batch.images_done + Batch.images_failed >= Batch.images_total,
+            _unfinalised(),
             or_(Batch.finalizer_lease_until.is_(None), Batch.finalizer_lease_until < now),
         )
         .values(finalizer_lease_until=now + timedelta(seconds=lease_seconds))
@@ -50,14 +63,20 @@ def claim_finalization(session: Session, batch_id: uuid.UUID, lease_seconds: flo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def release_finalization(session: Session, batch_id: uuid.UUID) -> None:
+    """Give the finaliser lease back at once (the batch changed under its finaliser, e.g. it
+    was cancelled), so the next pass finalises it without waiting for the lease to run out."""
+    session.execute(update(Batch).where(Batch.id == batch_id).values(finalizer_lease_until=None))
+
+
 def batches_ready_to_finalize(session: Session) -> list[uuid.UUID]:
-    """Batches whose images are all recorded but that no live finaliser holds (crash recovery)."""
+    """Batches ready to finalise that no live finaliser holds: crash recovery, and cancelled
+    batches still waiting for their output CSV and webhook."""
     now = utcnow()
     return list(
         session.scalars(
             select(Batch.id).where(
-                Batch.status.in_(ACTIVE_BATCH_STATES),
-                Batch.images_done + Batch.images_failed >= Batch.images_total,
+                _unfinalised(),
                 or_(Batch.finalizer_lease_until.is_(None), Batch.finalizer_lease_until < now),
             )
         )
@@ -94,12 +113,24 @@ def complete_batch(
     message: str,
     webhook_payload: dict[str, Any] | None,
 ) -> bool:
-    """Set the final state and, in the same transaction, put the webhook in the outbox."""
+    """Set the final state and, in the same transaction, put the webhook in the outbox.
+
+    ``status`` CANCELLED finalises a cancelled batch (once: it sets its output key); any other
+    finalises an active one, and finds nothing to do if the batch was cancelled meanwhile."""
     now = utcnow()
+    if status == BatchStatus.CANCELLED:
+        expected = and_(Batch.status == BatchStatus.CANCELLED, Batch.output_key.is_(None))
+    else:
+        expected = Batch.status.in_(ACTIVE_BATCH_STATES)
     result = session.execute(
         update(Batch)
-        .where(Batch.id == batch_id, Batch.status.in_(ACTIVE_BATCH_STATES))
-        .values(status=status, output_key=output_key, message=message, finished_at=now)
+        .where(Batch.id == batch_id, expected)
+        .values(
+            status=status,
+            output_key=output_key,
+            message=message,
+            finished_at=func.coalesce(Batch.finished_at, now),
+        )
         .returning(Batch.webhook_url)
     )
     row = result.one_or_none()

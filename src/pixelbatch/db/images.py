@@ -193,6 +193,25 @@ def release_leases(session: Session, owner: str) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def still_held(session: Session, image_id: int, owner: str) -> bool:
+    """Whether ``owner`` still holds the image's lease, so its result would be recorded: False
+    once its batch was cancelled (the image is CANCELLED) or another worker took it over."""
+    held = session.scalar(
+        select(Image.id).where(
+            Image.id == image_id,
+            Image.status == ImageStatus.PROCESSING,
+            Image.lease_owner == owner,
+        )
+    )
+    return held is not None
+
+
+def is_cancelled(session: Session, image_id: int) -> bool:
+    return session.scalar(select(Image.status).where(Image.id == image_id)) == (
+        ImageStatus.CANCELLED
+    )
+
+
 def _record(
     session: Session,
     image_id: int,

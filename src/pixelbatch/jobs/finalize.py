@@ -17,6 +17,7 @@ from pixelbatch.runtime import Runtime
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
+CANCELLED_REASON = "CANCELLED: the batch was cancelled before this image was processed"
 
 
 def output_csv_key(batch_id: uuid.UUID) -> str:
@@ -34,15 +35,25 @@ def output_csv_url(runtime: Runtime, batch_id: uuid.UUID, base: str | None = Non
 def _product_row(runtime: Runtime, base: str, product: Product, images: list[Image]) -> OutputRow:
     outputs: list[str | None] = []
     errors: list[str] = []
+    cancelled = False
     for image in images:
         if image.status == ImageStatus.DONE and image.output_key:
             outputs.append(runtime.storage.url(image.output_key, base))
         else:
             outputs.append(None)
-            reason = image.error_message or image.status.value.lower()
+            if image.status == ImageStatus.CANCELLED:
+                cancelled = True
+                reason = CANCELLED_REASON
+            else:
+                reason = image.error_message or image.status.value.lower()
             errors.append(format_image_error(image.position + 1, image.url, reason))
     done = sum(1 for o in outputs if o is not None)
-    status = "OK" if done == len(outputs) else ("FAILED" if done == 0 else "PARTIAL")
+    if done == len(outputs):
+        status = "OK"
+    elif cancelled:
+        status = "CANCELLED"
+    else:
+        status = "FAILED" if done == 0 else "PARTIAL"
     return OutputRow(
         serial=product.serial,
         name=product.name,
@@ -81,6 +92,7 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
             return False
         batch = session.get(Batch, batch_id)
         assert batch is not None
+        cancelled = batch.status == BatchStatus.CANCELLED
         extra_columns = list(batch.extra_columns)
         dialect = CsvDialect.from_json(batch.csv_dialect)
         base = runtime.public_base(batch.public_url)
@@ -98,10 +110,12 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
     with transaction(runtime.sessions) as session:
         batch = session.get(Batch, batch_id)
         assert batch is not None
-        status = final_status(batch.images_done, batch.images_failed)
-        message = f"{batch.images_done} of {batch.images_total} images processed" + (
-            f", {batch.images_failed} failed" if batch.images_failed else ""
+        status = (
+            BatchStatus.CANCELLED
+            if cancelled
+            else final_status(batch.images_done, batch.images_failed)
         )
+        message = _message(batch, cancelled)
         payload = {
             "request_id": str(batch_id),
             "status": status.value,
@@ -122,14 +136,27 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
             message=message,
             webhook_payload=payload,
         )
+        if not finished:  # cancelled while this finaliser ran: the next pass finalises it
+            batch_lifecycle.release_finalization(session, batch_id)
     if finished:
         log.info("batch %s finished: %s (%s)", batch_id, status.value, message)
     return finished
 
 
+def _message(batch: Batch, cancelled: bool) -> str:
+    message = f"{batch.images_done} of {batch.images_total} images processed" + (
+        f", {batch.images_failed} failed" if batch.images_failed else ""
+    )
+    if not cancelled:
+        return message
+    left = batch.images_total - batch.images_done - batch.images_failed
+    return f"cancelled by client: {message}, {left} cancelled"
+
+
 def finalize_ready_batches(runtime: Runtime, only: uuid.UUID | None = None) -> list[uuid.UUID]:
-    """Finalise every batch whose images are all recorded but that no live finaliser holds:
-    the recovery path when a worker died between its last image and the output CSV."""
+    """Finalise every ready batch that no live finaliser holds: the recovery path when a
+    worker died between its last image and the output CSV, and for a cancelled batch whose
+    finalisation at cancel time did not happen (the API process died, or lost a race)."""
     with transaction(runtime.sessions) as session:
         ready = batch_lifecycle.batches_ready_to_finalize(session)
     return [

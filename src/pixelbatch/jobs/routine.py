@@ -12,12 +12,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.db import images
-from pixelbatch.db.engine import transaction
+from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.fetch import Fetcher
@@ -46,6 +47,8 @@ class Outcome:
     row_number: int = 0
     position: int = 0
     url: str = ""
+    # Dropped at a stage boundary: its batch was cancelled (or its lease lost) meanwhile.
+    abandoned: bool = False
 
 
 def output_key(batch_id: uuid.UUID, row_number: int, position: int, extension: str) -> str:
@@ -53,13 +56,32 @@ def output_key(batch_id: uuid.UUID, row_number: int, position: int, extension: s
     return f"{batch_id}/{row_number:07d}-{position + 1:02d}.{extension}"
 
 
+def _always_wanted() -> bool:
+    return True
+
+
+class _Abandoned(Exception):
+    """Raised at a stage boundary when the image is no longer wanted."""
+
+
 def produce(
-    item: images.ClaimedImage, fetcher: Fetcher, storage: Storage, runner: TransformRunner
+    item: images.ClaimedImage,
+    fetcher: Fetcher,
+    storage: Storage,
+    runner: TransformRunner,
+    wanted: Callable[[], bool] = _always_wanted,
 ) -> Outcome:
     """Fetch, transform and store one image. Never raises: every failure becomes an Outcome.
 
-    It touches no database, so it can run wherever the fetcher, storage and runner work."""
+    ``wanted`` is asked at each stage boundary (before the download, after it, after the
+    transform, which is just before the store); once it answers False the image is abandoned:
+    nothing more is fetched, transformed or stored, and the Outcome says ``abandoned``. It
+    touches no database itself, so it can run wherever the fetcher, storage and runner work."""
     started = time.monotonic()
+
+    def boundary() -> None:
+        if not wanted():
+            raise _Abandoned
 
     def elapsed() -> float:
         return (time.monotonic() - started) * 1000
@@ -82,10 +104,15 @@ def produce(
 
     try:
         options = TransformOptions.model_validate(item.options)
+        boundary()
         fetched = fetcher.fetch(item.url)
+        boundary()
         result = runner(fetched.data, options)
         key = output_key(item.batch_id, item.row_number, item.position, result.extension)
+        boundary()
         storage.put(key, result.data, result.content_type)
+    except _Abandoned:
+        return replace(outcome(None, "abandoned", "abandoned: no longer wanted"), abandoned=True)
     except PixelbatchError as exc:
         return outcome(None, exc.code, exc.message)
     except Exception:
@@ -106,8 +133,17 @@ def produce(
     return outcome(success)
 
 
-def record(sessions: sessionmaker[Session], outcome: Outcome, owner: str) -> bool:
-    """Record the outcome once; returns True when this recording completed its batch."""
+def record(
+    sessions: sessionmaker[Session], outcome: Outcome, owner: str, storage: Storage | None = None
+) -> bool:
+    """Record the outcome once; returns True when this recording completed its batch.
+
+    An abandoned outcome records nothing. A stored image whose recording finds it cancelled
+    (the cancel came between the last boundary and the store) is removed from ``storage``:
+    nothing stays stored for an image that is not recorded as done."""
+    if outcome.abandoned:
+        log.info("image %s abandoned: its batch was cancelled or its lease lost", outcome.image_id)
+        return False
     with transaction(sessions) as session:
         if outcome.success is not None:
             recorded = images.record_success(session, outcome.image_id, owner, outcome.success)
@@ -121,7 +157,14 @@ def record(sessions: sessionmaker[Session], outcome: Outcome, owner: str) -> boo
                 outcome.duration_ms,
             )
         if not recorded:
-            log.info("image %s was already recorded by another worker", outcome.image_id)
+            cancelled = images.is_cancelled(session, outcome.image_id)
+            if cancelled and outcome.success is not None and storage is not None:
+                storage.delete(outcome.success.output_key)
+            log.info(
+                "image %s %s",
+                outcome.image_id,
+                "was cancelled" if cancelled else "was already recorded by another worker",
+            )
             return False
         _log_finished(outcome)
         batch = session.get(Batch, outcome.batch_id)
@@ -154,8 +197,19 @@ def handle_image(
 ) -> bool:
     """Process one leased image; returns True if it was its batch's last and this call
     finalised the batch."""
-    outcome = produce(item, runtime.fetcher, runtime.storage, runner)
-    return record(runtime.sessions, outcome, owner) and finalize_batch(runtime, item.batch_id)
+
+    def wanted() -> bool:
+        try:
+            with reading(runtime.sessions) as session:
+                return images.still_held(session, item.id, owner)
+        except SQLAlchemyError:  # the database decides at record time; keep working
+            log.warning("could not check image %s is still wanted", item.id, exc_info=True)
+            return True
+
+    outcome = produce(item, runtime.fetcher, runtime.storage, runner, wanted)
+    return record(runtime.sessions, outcome, owner, runtime.storage) and finalize_batch(
+        runtime, item.batch_id
+    )
 
 
 def process_chunk(

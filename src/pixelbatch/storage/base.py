@@ -32,6 +32,10 @@ class Storage(Protocol):
 
     def put_file(self, key: str, source: IO[bytes], content_type: str) -> StoredObject: ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing one is not an error."""
+        ...
+
     def local_path(self, key: str) -> Path | None:
         """A path on this machine for the object, when the backend has one."""
         ...

@@ -41,6 +41,9 @@ class LocalStorage:
             raise
         return StoredObject(key=key, size=path.stat().st_size, content_type=content_type)
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         if not path.is_file():
