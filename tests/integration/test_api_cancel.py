@@ -1,6 +1,7 @@
 """Cancelling a batch through the real HTTP API of a real ``pixelbatch serve``: the work stops
 (no download starts after the cancel, nothing stored but the done images), and the cancelled
-batch still gets its output CSV and exactly one ``CANCELLED`` webhook."""
+batch still gets its output CSV and exactly one ``CANCELLED`` webhook; a retried batch that
+finishes again sends one more webhook, under a new ``webhook-id``."""
 
 from __future__ import annotations
 
@@ -106,3 +107,46 @@ def test_cancel_stops_downloads_and_sends_one_cancelled_webhook(
     assert outputs == done
     cancelled_rows = [r for r in table if r["Status"] == "CANCELLED"]
     assert all("CANCELLED" in r["Errors"] for r in cancelled_rows)
+
+
+def test_a_retry_that_finishes_sends_one_more_webhook_with_a_new_id(
+    tmp_path: Path,
+    slow_images: ImageServer,
+    sink_server: tuple[ImageServer, support.WebhookSink],
+) -> None:
+    hook_server, sink = sink_server
+    slow_images.latency = 0
+    env = {
+        "PIXELBATCH_FETCH_ALLOW": f"{slow_images.allow_entry},{hook_server.allow_entry}",
+        "PIXELBATCH_FETCH_RETRIES": "0",
+        "PIXELBATCH_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PIXELBATCH_WEBHOOK_BACKOFF_BASE": "0.2",
+    }
+    u = slow_images.base_url
+    rows = [["1", "Chair", f"{u}/p0.jpg, {u}/later.jpg"]]
+    server = support.ServerProcess(tmp_path / "data", env).start()
+    try:
+        with server.client() as client:
+            response = client.post(
+                "/api/upload",
+                files={"file": ("catalog.csv", support.csv_bytes(rows), "text/csv")},
+                data={"webhook_url": f"{hook_server.base_url}/hook"},
+            )
+            assert response.status_code == 202, response.text
+            request_id = response.json()["request_id"]
+            assert support.wait_final(client, request_id)["status"] == "COMPLETED_WITH_ERRORS"
+            _wait(lambda: len(sink.received) == 1)
+            slow_images.add("/later.jpg", Route(support.jpeg((200, 150)), "image/jpeg"))
+
+            retry = client.post(f"/api/batches/{request_id}/retry")
+            assert retry.status_code == 200, retry.text
+            assert support.wait_final(client, request_id)["status"] == "COMPLETED"
+            _wait(lambda: len(sink.received) == 2)
+    finally:
+        server.stop()
+
+    (first_headers, first), (second_headers, second) = sink.received
+    assert json.loads(first)["status"] == "COMPLETED_WITH_ERRORS"
+    assert json.loads(second)["status"] == "COMPLETED"
+    assert first_headers["webhook-id"] != second_headers["webhook-id"]
+    verify(WEBHOOK_SECRET, second_headers, second)
