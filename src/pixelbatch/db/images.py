@@ -182,12 +182,32 @@ def renew_leases(session: Session, *, owner: str, ids: Iterable[int], lease_seco
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def release_leases(session: Session, owner: str) -> int:
-    """Hand an owner's unfinished images back to the queue at once, so a worker that stops
-    cleanly does not leave them waiting for their leases to run out."""
+def release_leases(session: Session, owner: str, ids: Iterable[int] | None = None) -> int:
+    """Hand an owner's unfinished images (all of them, or those of ``ids``) back to the queue
+    at once, so a worker that stops cleanly, or gives up on an image it cannot record, does
+    not leave them waiting for their leases to run out. Recorded images are left alone."""
+    query = update(Image).where(Image.lease_owner == owner, Image.status == ImageStatus.PROCESSING)
+    if ids is not None:
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        query = query.where(Image.id.in_(id_list))
+    result = session.execute(
+        query.values(status=ImageStatus.PENDING, lease_owner=None, lease_until=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def reclaim_foreign_leases(session: Session, owner: str) -> int:
+    """Hand back every image leased by an owner other than ``owner``: only for a database
+    with one worker process (the embedded SQLite file), whose other owners are its own
+    earlier runs, dead; on a shared database this would steal live workers' images."""
     result = session.execute(
         update(Image)
-        .where(Image.lease_owner == owner, Image.status == ImageStatus.PROCESSING)
+        .where(
+            Image.status == ImageStatus.PROCESSING,
+            or_(Image.lease_owner.is_(None), Image.lease_owner != owner),
+        )
         .values(status=ImageStatus.PENDING, lease_owner=None, lease_until=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -156,16 +156,22 @@ def work() -> int:
     if not items:
         return 0
     state.leases.hold(item.id for item in items)
-    if len(items) == settings.chunk_size:
-        ring()
-    finalized = process_chunk(
-        state.runtime,
-        items,
-        state.owner,
-        state.runner,
-        threads=settings.fetch_concurrency,
-        on_done=state.leases.release,
-    )
+    try:
+        if len(items) == settings.chunk_size:
+            ring()
+        finalized = process_chunk(
+            state.runtime,
+            items,
+            state.owner,
+            state.runner,
+            threads=settings.fetch_concurrency,
+            on_done=state.leases.release,
+        )
+    except BaseException:
+        # The chunk failed (database or broker down, time limit): what it did not record goes
+        # back to the queue now rather than when its leases run out (best effort).
+        state.leases.give_back(item.id for item in items)
+        raise
     if finalized:
         ring_webhooks()
     return len(items)

@@ -113,8 +113,10 @@ class EmbeddedWorker:
         try:
             handle_image(self.runtime, item, self.owner, self._transforms)
         except Exception:
-            # Recording failed (database down?): the lease expires and the image is retried.
+            # Recording failed (database down?): hand the image back for another attempt;
+            # if the database cannot take even that, its lease runs out instead.
             log.exception("could not record image %s; it will be retried", item.id)
+            self._leases.give_back([item.id])
         finally:
             self._leases.release(item.id)
             self._wake.set()

@@ -11,7 +11,10 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from pixelbatch.db import images
 from pixelbatch.db.models import BatchStatus, DeliveryStatus, Image, WebhookDelivery
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs.embedded import EmbeddedWorker
@@ -121,3 +124,34 @@ def test_stopping_hands_back_the_images_it_had_not_started(
     assert sum(statuses.values()) == 6
     assert _leased(runtime) == 0
     assert batch_of(runtime.sessions, batch_id).status == BatchStatus.PROCESSING
+
+
+def test_an_image_it_could_not_record_goes_back_at_once_not_after_its_lease(
+    runtime: Runtime, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database refuses the first recording (a fault injected at the one call: the
+    # database stays real), then recovers. The lease is the default 120 s: the image can
+    # only finish within the wait below if the worker handed it back when recording failed.
+    real = images.record_success
+    failures: list[int] = []
+
+    def flaky(session: Session, image_id: int, owner: str, outcome: images.ImageSuccess) -> bool:
+        if not failures:
+            failures.append(image_id)
+            raise OperationalError("UPDATE images", {}, Exception("database is down"))
+        return real(session, image_id, owner, outcome)
+
+    monkeypatch.setattr(images, "record_success", flaky)
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
+    assert runtime.settings.lease_seconds == 120
+    worker = EmbeddedWorker(runtime)
+    worker.start()
+    try:
+        wait_for(lambda: batch_of(runtime.sessions, batch_id).status == BatchStatus.COMPLETED)
+    finally:
+        worker.stop()
+
+    assert len(failures) == 1
+    assert image_statuses(runtime.sessions, batch_id) == {"DONE": 1}
+    with runtime.sessions() as session:
+        assert session.scalar(select(Image.attempts).where(Image.batch_id == batch_id)) == 2
