@@ -198,19 +198,17 @@ def release_leases(session: Session, owner: str, ids: Iterable[int] | None = Non
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def reclaim_foreign_leases(session: Session, owner: str) -> int:
-    """Hand back every image leased by an owner other than ``owner``: only for a database
-    with one worker process (the embedded SQLite file), whose other owners are its own
-    earlier runs, dead; on a shared database this would steal live workers' images."""
-    result = session.execute(
-        update(Image)
-        .where(
-            Image.status == ImageStatus.PROCESSING,
-            or_(Image.lease_owner.is_(None), Image.lease_owner != owner),
-        )
-        .values(status=ImageStatus.PENDING, lease_owner=None, lease_until=None)
+def lease_owners(session: Session, batch_id: uuid.UUID | None = None) -> list[str]:
+    """The owners holding leases (of one batch's images, or of any): who is working now,
+    or was when it died."""
+    query = (
+        select(Image.lease_owner)
+        .distinct()
+        .where(Image.status == ImageStatus.PROCESSING, Image.lease_owner.is_not(None))
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    if batch_id is not None:
+        query = query.where(Image.batch_id == batch_id)
+    return [owner for owner in session.scalars(query) if owner is not None]
 
 
 def _record(
