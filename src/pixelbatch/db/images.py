@@ -182,13 +182,18 @@ def renew_leases(session: Session, *, owner: str, ids: Iterable[int], lease_seco
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def release_leases(session: Session, owner: str) -> int:
-    """Hand an owner's unfinished images back to the queue at once, so a worker that stops
-    cleanly does not leave them waiting for their leases to run out."""
+def release_leases(session: Session, owner: str, ids: Iterable[int] | None = None) -> int:
+    """Hand an owner's unfinished images (all of them, or those of ``ids``) back to the queue
+    at once, so a worker that stops cleanly, or gives up on an image it cannot record, does
+    not leave them waiting for their leases to run out. Recorded images are left alone."""
+    query = update(Image).where(Image.lease_owner == owner, Image.status == ImageStatus.PROCESSING)
+    if ids is not None:
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        query = query.where(Image.id.in_(id_list))
     result = session.execute(
-        update(Image)
-        .where(Image.lease_owner == owner, Image.status == ImageStatus.PROCESSING)
-        .values(status=ImageStatus.PENDING, lease_owner=None, lease_until=None)
+        query.values(status=ImageStatus.PENDING, lease_owner=None, lease_until=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -210,6 +215,19 @@ def is_cancelled(session: Session, image_id: int) -> bool:
     return session.scalar(select(Image.status).where(Image.id == image_id)) == (
         ImageStatus.CANCELLED
     )
+
+
+def lease_owners(session: Session, batch_id: uuid.UUID | None = None) -> list[str]:
+    """The owners holding leases (of one batch's images, or of any): who is working now,
+    or was when it died."""
+    query = (
+        select(Image.lease_owner)
+        .distinct()
+        .where(Image.status == ImageStatus.PROCESSING, Image.lease_owner.is_not(None))
+    )
+    if batch_id is not None:
+        query = query.where(Image.batch_id == batch_id)
+    return [owner for owner in session.scalars(query) if owner is not None]
 
 
 def _record(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, signals
+from kombu.transport.virtual import Channel as VirtualChannel
 from sqlalchemy.exc import OperationalError
 
 from pixelbatch.db.engine import transaction
@@ -156,16 +157,22 @@ def work() -> int:
     if not items:
         return 0
     state.leases.hold(item.id for item in items)
-    if len(items) == settings.chunk_size:
-        ring()
-    finalized = process_chunk(
-        state.runtime,
-        items,
-        state.owner,
-        state.runner,
-        threads=settings.fetch_concurrency,
-        on_done=state.leases.release,
-    )
+    try:
+        if len(items) == settings.chunk_size:
+            ring()
+        finalized = process_chunk(
+            state.runtime,
+            items,
+            state.owner,
+            state.runner,
+            threads=settings.fetch_concurrency,
+            on_done=state.leases.release,
+        )
+    except BaseException:
+        # The chunk failed (database or broker down, time limit): what it did not record goes
+        # back to the queue now rather than when its leases run out (best effort).
+        state.leases.give_back(item.id for item in items)
+        raise
     if finalized:
         ring_webhooks()
     return len(items)
@@ -185,14 +192,22 @@ def deliver_webhooks() -> int:
     return sent
 
 
-def queued_messages() -> int | None:
-    """Messages waiting in our queue, or None if the broker cannot say."""
+def queued_messages(queue: str = QUEUE) -> int | None:
+    """Messages waiting in ``queue``, or None if the broker cannot say (it is unreachable).
+
+    Read without declaring anything: kombu's virtual transports (Redis: the LLEN of the
+    queue's lists; the in-memory broker) count a queue with ``Channel._size``, so an empty
+    queue, whose Redis list does not exist, reads as 0 instead of failing a passive declare.
+    Brokers with real queues (AMQP) answer the passive declare."""
     try:
         with app.connection_for_write() as connection:
-            declared = connection.default_channel.queue_declare(queue=QUEUE, passive=True)
-            return int(declared.message_count)
-    except Exception:
-        log.warning("could not read the queue length", exc_info=True)
+            channel = connection.default_channel
+            size = getattr(type(channel), "_size", None)
+            if size is not None and size is not VirtualChannel._size:  # the transport counts
+                return int(channel._size(queue))
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except Exception as exc:
+        log.debug("could not read the length of queue %s: %s", queue, exc)
         return None
 
 
@@ -227,7 +242,9 @@ class Sweeper:
         if claimable:
             wanted = doorbells_for(claimable, settings)
             queued = queued_messages()
-            missing = wanted - (queued if queued is not None else 0)
+            # Unknown (broker unreachable): one message per sweep keeps work moving without
+            # piling up a fan-out's worth every interval on a queue that may be full.
+            missing = wanted - queued if queued is not None else 1
             if missing > 0:
                 log.info(
                     "sweeper: %d images claimable, queueing %d work messages", claimable, missing

@@ -8,12 +8,14 @@ download threads, so a decode never waits for a download to start.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.images import ClaimedImage, claim_images, release_leases
+from pixelbatch.db.images import ClaimedImage, claim_images, lease_owners, release_leases
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.routine import handle_image
@@ -23,12 +25,16 @@ from pixelbatch.webhooks.delivery import deliver_due
 
 log = logging.getLogger(__name__)
 
+# An embedded worker's lease owner names its process: ``embedded-<pid>-<random>``.
+_OWNER_RE = re.compile(r"embedded-(\d+)-[0-9a-f]+")
+_LEGACY_OWNER_RE = re.compile(r"embedded-[0-9a-f]{12}")
+
 
 class EmbeddedWorker:
     def __init__(self, runtime: Runtime, *, batch_id: uuid.UUID | None = None) -> None:
         self.runtime = runtime
         self.batch_id = batch_id
-        self.owner = f"embedded-{uuid.uuid4().hex[:12]}"
+        self.owner = f"embedded-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         settings = runtime.settings
         self.capacity = max(2, settings.fetch_concurrency * 2)
         self._downloads = ThreadPoolExecutor(
@@ -43,6 +49,7 @@ class EmbeddedWorker:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        self._reclaim_dead_leases()
         self._leases.start()
         for target, name in (
             (self._dispatch_loop, "pixelbatch-dispatch"),
@@ -74,6 +81,32 @@ class EmbeddedWorker:
         self._transforms.shutdown()
         self._leases.stop()
         self._release_leases()
+
+    def _reclaim_dead_leases(self) -> None:
+        """Take back at once the images an earlier run on this SQLite file was working on
+        when it died (SIGKILL, power loss), instead of waiting out their leases.
+
+        Only for the embedded mode on SQLite: the file is local and its workers are this
+        machine's processes, so an owner whose process is gone is dead for sure. Leases of a
+        live process (a ``pixelbatch process`` next to ``pixelbatch serve``) are kept, and
+        a shared database (PostgreSQL, or any with a broker) is never touched: there a
+        stranger's lease may be a live worker's on another machine."""
+        settings = self.runtime.settings
+        if not settings.is_embedded or self.runtime.engine.dialect.name != "sqlite":
+            return
+        try:
+            with transaction(self.runtime.sessions) as session:
+                dead = [
+                    owner
+                    for owner in lease_owners(session, self.batch_id)
+                    if owner != self.owner and not _owner_alive(owner)
+                ]
+                released = sum(release_leases(session, owner) for owner in dead)
+        except Exception:
+            log.exception("could not reclaim a previous run's images; their leases will expire")
+            return
+        if released:
+            log.info("took back %d images a previous run left unfinished", released)
 
     def _release_leases(self) -> None:
         with transaction(self.runtime.sessions) as session:
@@ -113,8 +146,10 @@ class EmbeddedWorker:
         try:
             handle_image(self.runtime, item, self.owner, self._transforms)
         except Exception:
-            # Recording failed (database down?): the lease expires and the image is retried.
+            # Recording failed (database down?): hand the image back for another attempt;
+            # if the database cannot take even that, its lease runs out instead.
             log.exception("could not record image %s; it will be retried", item.id)
+            self._leases.give_back([item.id])
         finally:
             self._leases.release(item.id)
             self._wake.set()
@@ -137,3 +172,23 @@ class EmbeddedWorker:
                     pass
             except Exception:
                 log.exception("webhook pass failed; retrying")
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether a lease owner's process still runs on this machine. An embedded owner of an
+    earlier version (no pid in its name) is taken for dead; any other owner for alive."""
+    match = _OWNER_RE.fullmatch(owner)
+    if match is None:
+        return _LEGACY_OWNER_RE.fullmatch(owner) is None
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OSError:
+        return False
+    return True

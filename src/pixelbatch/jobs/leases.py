@@ -44,6 +44,28 @@ class LeaseKeeper:
         with self._lock:
             self._ids.discard(image_id)
 
+    def give_back(self, ids: Iterable[int]) -> int:
+        """Stop renewing these leases and hand the images not yet recorded back to the queue
+        now, for a worker that will not finish them (it could not record them, its chunk
+        failed). Best effort: when the database cannot be reached either, their leases run
+        out instead. Returns how many images went back."""
+        id_list = list(ids)
+        with self._lock:
+            self._ids.difference_update(id_list)
+        try:
+            with transaction(self.runtime.sessions) as session:
+                released = images.release_leases(session, self.owner, id_list)
+        except Exception as exc:
+            log.warning(
+                "could not hand back %d images (%s); they return when their leases run out",
+                len(id_list),
+                type(exc).__name__,
+            )
+            return 0
+        if released:
+            log.info("handed back %d images for another attempt", released)
+        return released
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._ids)

@@ -5,14 +5,26 @@ what it had not started. Few tests: each starts a transform pool child process."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from pixelbatch.db.models import BatchStatus, DeliveryStatus, Image, WebhookDelivery
+from pixelbatch.db import images
+from pixelbatch.db.models import (
+    BatchStatus,
+    DeliveryStatus,
+    Image,
+    ImageStatus,
+    WebhookDelivery,
+)
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs.embedded import EmbeddedWorker
 from pixelbatch.runtime import Runtime
@@ -20,6 +32,7 @@ from tests import support
 from tests.unit.jobs.helpers import (
     RuntimeFactory,
     batch_of,
+    claim_all,
     image_statuses,
     read_output_csv,
     upload,
@@ -121,3 +134,81 @@ def test_stopping_hands_back_the_images_it_had_not_started(
     assert sum(statuses.values()) == 6
     assert _leased(runtime) == 0
     assert batch_of(runtime.sessions, batch_id).status == BatchStatus.PROCESSING
+
+
+def test_an_image_it_could_not_record_goes_back_at_once_not_after_its_lease(
+    runtime: Runtime, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database refuses the first recording (a fault injected at the one call: the
+    # database stays real), then recovers. The lease is the default 120 s: the image can
+    # only finish within the wait below if the worker handed it back when recording failed.
+    real = images.record_success
+    failures: list[int] = []
+
+    def flaky(session: Session, image_id: int, owner: str, outcome: images.ImageSuccess) -> bool:
+        if not failures:
+            failures.append(image_id)
+            raise OperationalError("UPDATE images", {}, Exception("database is down"))
+        return real(session, image_id, owner, outcome)
+
+    monkeypatch.setattr(images, "record_success", flaky)
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
+    assert runtime.settings.lease_seconds == 120
+    worker = EmbeddedWorker(runtime)
+    worker.start()
+    try:
+        wait_for(lambda: batch_of(runtime.sessions, batch_id).status == BatchStatus.COMPLETED)
+    finally:
+        worker.stop()
+
+    assert len(failures) == 1
+    assert image_statuses(runtime.sessions, batch_id) == {"DONE": 1}
+    with runtime.sessions() as session:
+        assert session.scalar(select(Image.attempts).where(Image.batch_id == batch_id)) == 2
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_on_sqlite_a_restart_takes_back_what_a_dead_run_had_leased_at_once(
+    runtime: Runtime, image_server: ImageServer
+) -> None:
+    # Leased for 120 s by a run that is gone (its process exited), one of an earlier version
+    # (no pid in its name), and one leased by a live process (this one): only the live
+    # process's lease is kept, on SQLite; on PostgreSQL, a shared database, none is touched.
+    paths = ["/a.jpg", "/b.jpg", "/c.png"]
+    batch_id = upload(
+        runtime, [[str(i), f"p{i}", urls(image_server, path)] for i, path in enumerate(paths)]
+    )
+    dead = f"embedded-{_dead_pid()}-0123456789ab"
+    legacy = "embedded-0123456789ab"
+    live = f"embedded-{os.getpid()}-ba9876543210"
+    for owner in (dead, legacy, live):
+        assert len(claim_all(runtime, owner, limit=1, lease_seconds=120)) == 1
+    worker = EmbeddedWorker(runtime, batch_id=batch_id)
+    worker.start()
+    try:
+        if runtime.engine.dialect.name == "sqlite":
+            wait_for(lambda: image_statuses(runtime.sessions, batch_id).get("DONE") == 2)
+        else:
+            time.sleep(0.5)
+    finally:
+        worker.stop()
+
+    with runtime.sessions() as session:
+        owners = set(
+            session.scalars(
+                select(Image.lease_owner).where(
+                    Image.batch_id == batch_id, Image.status == ImageStatus.PROCESSING
+                )
+            )
+        )
+    if runtime.engine.dialect.name == "sqlite":
+        assert owners == {live}
+        assert image_statuses(runtime.sessions, batch_id) == {"DONE": 2, "PROCESSING": 1}
+    else:
+        assert owners == {dead, legacy, live}
+        assert image_statuses(runtime.sessions, batch_id) == {"PROCESSING": 3}

@@ -8,6 +8,7 @@ reads the same queue, so no broker call is faked. Each test gets a fresh Celery 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -113,17 +114,28 @@ def test_sweep_rings_at_most_the_fanout(make_runtime: RuntimeFactory, broker: Ce
     assert _queued(broker, QUEUE) == 5
 
 
-def test_sweep_rings_all_it_needs_when_the_broker_cannot_count(
+def test_sweep_rings_once_when_the_broker_cannot_count(
     runtime: Runtime, broker: Celery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    new_batch(runtime.sessions, 4)
+    new_batch(runtime.sessions, 12)  # 4 chunks of 3
     celery_app.ring(1)
     # A fake of the broker only: one that cannot tell its queue length (a Redis outage).
     monkeypatch.setattr(celery_app, "queued_messages", lambda: None)
 
     Sweeper(runtime).sweep()
+    assert _queued(broker, QUEUE) == 1 + 1  # one per sweep: the queue may already be full
+    Sweeper(runtime).sweep()
+    assert _queued(broker, QUEUE) == 1 + 2
 
-    assert _queued(broker, QUEUE) == 1 + 2  # rings as if nothing were queued
+
+def test_an_empty_queue_reads_as_zero_without_a_warning(
+    broker: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
+    never_used = f"pixelbatch-test-{uuid.uuid4().hex}"
+    with caplog.at_level(logging.DEBUG, logger=celery_app.__name__):
+        assert celery_app.queued_messages(never_used) == 0
+        assert celery_app.queued_messages(QUEUE) == 0
+    assert not caplog.records
 
 
 def test_sweep_without_work_rings_nothing(runtime: Runtime, broker: Celery) -> None:
