@@ -5,7 +5,6 @@ writer, so only PostgreSQL can show this)."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +12,11 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelbatch.db import batch_lifecycle, bulk, images
+from pixelbatch.db import batch_lifecycle, images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus
-from pixelbatch.transform import TransformOptions
 from tests import support
+from tests.unit.db.factories import new_batch
 
 
 @pytest.fixture
@@ -26,32 +25,10 @@ def sessions(migrated_pg_url: str) -> Iterator[sessionmaker[Session]]:
         yield factory
 
 
-def _batch(sessions: sessionmaker[Session], images: int) -> uuid.UUID:
-    batch_id = uuid.uuid4()
-    with transaction(sessions) as session:
-        session.add(
-            Batch(
-                id=batch_id,
-                input_filename="x.csv",
-                input_key=f"{batch_id}/input.csv",
-                options=TransformOptions().model_dump(mode="json"),
-                extra_columns=[],
-                products_total=images,
-                images_total=images,
-            )
-        )
-        session.flush()
-        new = [
-            bulk.NewProduct(i + 2, str(i), f"p{i}", [], [f"http://h/{i}"]) for i in range(images)
-        ]
-        bulk.insert_products(session, batch_id, new)
-    return batch_id
-
-
 def test_cancel_while_a_worker_records_an_image_does_not_deadlock(
     sessions: sessionmaker[Session],
 ) -> None:
-    batch_id = _batch(sessions, 3)
+    batch_id = new_batch(sessions, 3)
     with transaction(sessions) as session:
         claimed = images.claim_images(session, owner="w", limit=3, lease_seconds=60)
     engine = sessions.kw["bind"]
@@ -110,7 +87,7 @@ def test_cancel_while_a_worker_records_an_image_does_not_deadlock(
 
 
 def test_cancel_of_a_finished_batch_changes_nothing(sessions: sessionmaker[Session]) -> None:
-    batch_id = _batch(sessions, 2)
+    batch_id = new_batch(sessions, 2)
     with transaction(sessions) as session:
         claimed = images.claim_images(session, owner="w", limit=2, lease_seconds=60)
     with transaction(sessions) as session:
