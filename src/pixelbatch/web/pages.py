@@ -10,11 +10,12 @@ which ships their dist files, instead of FastAPI's default CDN links.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -40,6 +41,12 @@ DOCS_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     f"img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; {_COMMON}"
 )
+
+# ReDoc's sidebar footer loads Redocly's logo from their CDN, unconditionally. The CSP would
+# block it, but the page should not even try: the bundle is served with that one URL
+# replaced by a blank image.
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+BLANK_IMAGE = b"data:image/gif;base64,R0lGODlhAQABAAAAACH5BAEKAAEALAAAAAABAAEAAAICTAEAOw=="
 
 templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
 router = APIRouter(include_in_schema=False)
@@ -86,6 +93,20 @@ def swagger_ui(request: Request) -> HTMLResponse:
 @router.get("/redoc", response_class=HTMLResponse)
 def redoc(request: Request) -> HTMLResponse:
     return _page(request, "redoc.html", DOCS_CSP, {"assets": _root(request) + DOCS_ASSETS_PATH})
+
+
+@cache
+def _redoc_bundle() -> bytes:
+    return (DOCS_ASSETS / "redoc.standalone.js").read_bytes().replace(REDOC_LOGO, BLANK_IMAGE)
+
+
+@router.get(DOCS_ASSETS_PATH + "/redoc.standalone.js")
+def redoc_bundle() -> Response:
+    return Response(
+        _redoc_bundle(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
 
 
 def install(app: FastAPI) -> None:
