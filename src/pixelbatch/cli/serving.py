@@ -13,7 +13,14 @@ from typing import Annotated
 
 import typer
 
-from pixelbatch.cli.common import app, console, exit_on_error, settings_of, setup_logging
+from pixelbatch.cli.common import (
+    app,
+    console,
+    exit_on_error,
+    settings_of,
+    setup_logging,
+    ui_url,
+)
 from pixelbatch.cli.startup import (
     database_reachable,
     err_console,
@@ -60,7 +67,7 @@ def serve(
     # One line, never wrapped: operators grep logs for it.
     console.print(
         f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
-        f"({_where(settings)}) — API docs at /docs",
+        f"({_where(settings)}) — web UI at {ui_url(settings)} — API docs at /docs",
         soft_wrap=True,
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
