@@ -48,6 +48,7 @@ class Watched:
     """A page and everything it did."""
 
     page: Page
+    accept_dialogs: bool = False  # confirm() answers yes; else every dialog is dismissed
     requests: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -76,7 +77,10 @@ def watch(browser: Browser, **context: object) -> Watched:
 
     def on_dialog(dialog: object) -> None:
         watched.dialogs.append(dialog.message)  # type: ignore[attr-defined]
-        dialog.dismiss()  # type: ignore[attr-defined]
+        if watched.accept_dialogs:
+            dialog.accept()  # type: ignore[attr-defined]
+        else:
+            dialog.dismiss()  # type: ignore[attr-defined]
 
     page.on("dialog", on_dialog)
     page.on("pageerror", lambda exc: watched.errors.append(str(exc)))

@@ -80,7 +80,9 @@ def test_upload_watch_look_and_download(
     # Before / after at full size: the original comes through the server, not the supplier.
     page.get_by_label("Show").select_option("")
     expect(rows).to_have_count(5)
-    page.get_by_role("button", name="Compare before and after: row 3, image 1").click()
+    # By keyboard: the button takes focus and Enter opens the view; Escape closes it.
+    page.get_by_role("button", name="Compare before and after: row 3, image 1").focus()
+    page.keyboard.press("Enter")
     dialog = page.locator("#compare")
     expect(dialog).to_be_visible()
     page.wait_for_function(

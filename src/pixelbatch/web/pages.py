@@ -66,6 +66,19 @@ def _page(request: Request, name: str, csp: str, context: dict[str, object]) -> 
     return response
 
 
+def upload_fields(app: FastAPI) -> set[str]:
+    """The form fields ``POST /api/upload`` accepts, read from the app's own OpenAPI
+    document: the page offers a control only when the API takes its field (it refuses
+    unknown fields), whichever order the API and the page gained them in."""
+    spec = app.openapi()
+    content = spec["paths"]["/api/upload"]["post"]["requestBody"]["content"]
+    schema = next(iter(content.values()))["schema"]
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return set(schema.get("properties", {}))
+
+
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
     runtime: Runtime = request.app.state.runtime
@@ -77,6 +90,7 @@ def index(request: Request) -> HTMLResponse:
         {
             "version": __version__,
             "auth": settings.auth_enabled,
+            "has_priority": "priority" in upload_fields(request.app),
             "relative_quality": settings.default_relative_quality,
             "formats": [f.value for f in OutputFormat],
             "batch_states": [s.value for s in BatchStatus],

@@ -39,8 +39,8 @@ function formData(form) {
   const webhook = $("webhook-url").value.trim();
   if (webhook) data.append("webhook_url", webhook);
   // The API refuses unknown fields; "normal" is its default, so only a change is sent.
-  const priority = $("priority").value;
-  if (priority !== "normal") data.append("priority", priority);
+  const priority = $("priority");
+  if (!priority.disabled && priority.value !== "normal") data.append("priority", priority.value);
   return data;
 }
 
