@@ -22,12 +22,16 @@ pytestmark = pytest.mark.e2e
 def test_retry_then_cancel_from_the_page(
     browser: Browser, server: support.ServerProcess, images: ImageServer, tmp_path: Path
 ) -> None:
-    w = watch(browser)
+    w = watch(browser, viewport={"width": 390, "height": 844})  # a phone
     w.page.goto(server.base_url + "/")
     csv_path = tmp_path / "catalog.csv"
     csv_path.write_bytes(catalog(images))
     upload_through_page(w, csv_path)
     expect(w.page.locator("#stat-status")).to_have_text("COMPLETED_WITH_ERRORS", timeout=60_000)
+    expect(w.page.locator("#image-table tbody tr")).to_have_count(5)
+    # Readable at a phone's width: the wide table scrolls in its own box, the page does not.
+    assert w.page.evaluate("document.documentElement.scrollWidth") <= 390
+    w.screenshot("batch-phone")
     expect(w.page.get_by_role("button", name="Cancel batch")).to_be_disabled()
     w.page.get_by_role("button", name="Retry failed images").click()
     expect(w.page.locator("#action-message")).to_have_text("2 image(s) queued again.")

@@ -11,6 +11,7 @@ const POLL_MS = 1000;
 let current = null; // the batch id being watched
 let timer = null;
 let lastStatus = null;
+let unreachable = false; // the message says so; cleared once the server answers again
 
 function rate(status) {
   // Images per second over the batch's run, from the server's own timestamps, so that a
@@ -69,7 +70,8 @@ async function poll(id) {
       lastStatus.status !== status.status;
     lastStatus = status;
     render(status);
-    setText("action-message", "");
+    if (unreachable) setText("action-message", "");
+    unreachable = false;
     if (changed && (wasActive || !ACTIVE.has(status.status))) loadImages(id);
     if (ACTIVE.has(status.status)) timer = setTimeout(() => poll(id), POLL_MS);
   } catch (error) {
@@ -79,6 +81,7 @@ async function poll(id) {
       return;
     }
     // The server is restarting or unreachable: keep trying, slower.
+    unreachable = true;
     setText("action-message", "Server unreachable; retrying…");
     timer = setTimeout(() => poll(id), POLL_MS * 3);
   }
