@@ -40,6 +40,14 @@ def test_upload_watch_look_and_download(
     expect(page.get_by_label("Priority")).to_have_value("normal")
     expect(page.get_by_label(re.compile("^Keep metadata"))).not_to_be_checked()
     w.screenshot("upload")
+    # Every control of every view (hidden ones included) has an accessible name.
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea, button, progress')]
+            .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+            .map((e) => e.id || e.outerHTML)"""
+    )
+    assert unnamed == []
 
     csv_path = tmp_path / "catalog.csv"
     csv_path.write_bytes(catalog(images))
@@ -131,7 +139,18 @@ def test_csv_problems_are_listed_by_row_and_column_before_anything_runs(
     )
     w = watch(browser, viewport={"width": 390, "height": 844})  # a phone
     w.page.goto(server.base_url + "/")
-    w.page.get_by_label("Catalog CSV").set_input_files(str(bad))
+    # Dropped on the drop zone, as a file dragged from the desktop is.
+    w.page.evaluate(
+        """(text) => {
+            const data = new DataTransfer();
+            data.items.add(new File([text], "bad.csv", { type: "text/csv" }));
+            const zone = document.getElementById("drop-zone");
+            zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true }));
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));
+        }""",
+        bad.read_text(),
+    )
+    assert w.page.evaluate("document.getElementById('csv-file').files[0].name") == "bad.csv"
     w.page.get_by_role("button", name="Start batch").click()
     problems = w.page.locator("#problem-table tbody tr")
     expect(problems).to_have_count(2)
