@@ -44,7 +44,7 @@ def serve(
         int | None, typer.Option(help="Bind port [default: PIXELBATCH_PORT, 8000]")
     ] = None,
 ) -> None:
-    """Run the HTTP API (and, in embedded mode, the workers) until interrupted."""
+    """Run the HTTP API and web UI (and, in embedded mode, the workers) until interrupted."""
     import uvicorn
 
     from pixelbatch.api.app import create_app
