@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from pixelbatch.demo.server import ImageServer, Route
 from tests import support
@@ -24,6 +24,9 @@ from tests import support
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "browser-artifacts"
 XSS_NAME = "<img src=x onerror=alert(1)>"
+
+# Generous on a loaded machine: a real server answers each step, not a mock.
+expect.set_options(timeout=20_000)
 
 
 @pytest.fixture(scope="module")
