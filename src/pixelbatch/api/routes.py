@@ -230,8 +230,10 @@ def list_images(
     base = _base(request, batches.get_batch(runtime, request_id, tenant=who.tenant))
     items = [
         schemas.ImageDetail(
+            image_id=r.image.id,
             row=r.row_number,
             serial=r.serial,
+            product_name=r.product_name,
             position=r.image.position + 1,
             input_url=r.image.url,
             status=r.image.status,

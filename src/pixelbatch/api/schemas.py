@@ -77,8 +77,10 @@ class BatchList(BaseModel):
 
 
 class ImageDetail(BaseModel):
+    image_id: int = Field(description="Id of the image within its batch (for /original)")
     row: int = Field(description="CSV row of the product (header is row 1)")
     serial: str
+    product_name: str
     position: int = Field(description="1-based position of the URL within its cell")
     input_url: str
     status: ImageStatus

@@ -109,3 +109,16 @@ def opened_runtime(settings: Settings) -> Iterator[Runtime]:
         yield runtime
     finally:
         runtime.close()
+
+
+def ui_url(settings: Settings) -> str:
+    """The address of the web page to print: the public URL, else the bind address (a
+    wildcard bind is reachable on the loopback address from this machine)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/"
+    host = settings.host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcards, not binding
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/"

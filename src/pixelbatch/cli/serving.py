@@ -13,7 +13,14 @@ from typing import Annotated
 
 import typer
 
-from pixelbatch.cli.common import app, console, exit_on_error, settings_of, setup_logging
+from pixelbatch.cli.common import (
+    app,
+    console,
+    exit_on_error,
+    settings_of,
+    setup_logging,
+    ui_url,
+)
 from pixelbatch.cli.startup import (
     database_reachable,
     err_console,
@@ -37,7 +44,7 @@ def serve(
         int | None, typer.Option(help="Bind port [default: PIXELBATCH_PORT, 8000]")
     ] = None,
 ) -> None:
-    """Run the HTTP API (and, in embedded mode, the workers) until interrupted."""
+    """Run the HTTP API and web UI (and, in embedded mode, the workers) until interrupted."""
     import uvicorn
 
     from pixelbatch.api.app import create_app
@@ -60,7 +67,7 @@ def serve(
     # One line, never wrapped: operators grep logs for it.
     console.print(
         f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
-        f"({_where(settings)}) — API docs at /docs",
+        f"({_where(settings)}) — web UI at {ui_url(settings)} — API docs at /docs",
         soft_wrap=True,
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
