@@ -37,6 +37,7 @@ from pixelbatch.jobs.routine import process_chunk
 from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
+from pixelbatch.telemetry import instruments as metrics
 from pixelbatch.webhooks.delivery import deliver_due
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ def _worker_state() -> _WorkerState:
                 # One runner per process: its lock spans the chunks of concurrent tasks.
                 inline_runner(runtime.settings.max_pixels),
             )
+            settings = runtime.settings
+            metrics.set_capacity(min(settings.fetch_concurrency, settings.chunk_size))
         return _state
 
 
