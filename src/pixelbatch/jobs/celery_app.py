@@ -111,8 +111,6 @@ def _worker_state() -> _WorkerState:
                 # One runner per process: its lock spans the chunks of concurrent tasks.
                 inline_runner(runtime.settings.max_pixels),
             )
-            settings = runtime.settings
-            metrics.set_capacity(min(settings.fetch_concurrency, settings.chunk_size))
         return _state
 
 
@@ -274,6 +272,19 @@ def _start_sweeper(**_: Any) -> None:
 def _stop_sweeper(**_: Any) -> None:
     if _sweeper is not None:
         _sweeper.stop()
+
+
+def image_slots(settings: Settings) -> int:
+    """Images one image process works on at once: its chunk, on that many threads."""
+    return min(settings.fetch_concurrency, settings.chunk_size)
+
+
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
+def _report_capacity(**_: Any) -> None:
+    """Each prefork child reports its slots from the start, busy or not: a worker that is
+    up but idle must not look like no worker at all."""
+    if sweeping:
+        metrics.set_capacity(image_slots(SETTINGS))
 
 
 @signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]

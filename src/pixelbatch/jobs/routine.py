@@ -136,9 +136,11 @@ def produce(
     except _Abandoned:
         return replace(outcome(None, "abandoned", "abandoned: no longer wanted"), abandoned=True)
     except PixelbatchError as exc:
+        stages[stage] = time.monotonic() - mark  # the failed stage took time too
         return outcome(None, exc.code, exc.message)
     except Exception:
         log.exception("unexpected error processing image %s (%s)", item.id, loggable_url(item.url))
+        stages[stage] = time.monotonic() - mark
         return outcome(None, "internal_error", "internal error processing image")
     success = images.ImageSuccess(
         output_key=key,

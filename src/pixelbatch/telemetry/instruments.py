@@ -106,6 +106,10 @@ def instruments() -> Instruments | None:
         with _lock:
             if _instruments is None:
                 _instruments = _build(REGISTRY)
+                # Series that exist from the start, so a rate over them is never empty.
+                _instruments.images.labels("done", "")
+                for stage in STAGES:
+                    _instruments.stages.labels(stage)
     return _instruments
 
 
