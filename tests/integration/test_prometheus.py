@@ -90,11 +90,17 @@ def test_counters_equal_the_batch_and_every_expression_evaluates(
         )
         assert response.status_code == 202, response.text
         status = support.wait_final(client, response.json()["request_id"])
+        hosts = client.get("/api/stats/hosts", params={"limit": 5}).json()
     counts = status["counts"]
     assert (counts["images_total"], counts["images_done"], counts["images_failed"]) == (11, 7, 4)
     assert status["status"] == "COMPLETED_WITH_ERRORS"
     db_codes = {e["code"]: e["count"] for e in status["errors"]}
     assert db_codes["http_404"] == 2
+    # The hosts by name are in the API, not in a label: all four failures from one host.
+    assert hosts == {
+        "hours": 24.0,
+        "hosts": [{"host": "127.0.0.1", "failures": 4, "error_codes": db_codes}],
+    }
     # The webhook fails once (the sink answers 500 first), then is delivered.
     prometheus.wait_until(
         'pixelbatch_webhook_deliveries_total{result="delivered"}', lambda r: len(r) == 1
