@@ -6,12 +6,14 @@ in the database, and every dashboard and alert expression evaluates."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from pixelbatch.demo.server import ImageServer, Route
 from tests import support
@@ -157,3 +159,95 @@ def test_cluster_counters_equal_the_batch(
         print("\n" + json.dumps(shown, indent=1))
     finally:
         prom.stop()
+
+
+def _owner_pid(owner: str) -> int:
+    """A Celery worker's lease owner is ``<hostname>-<pid>-<random>``."""
+    return int(owner.rsplit("-", 2)[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_killed_workers_images_are_counted_once_by_the_worker_that_records_them(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """SIGKILL one worker mid-batch: its leased images come back and the survivor records
+    them. The survivor's counter equals exactly the images the database says it recorded
+    (the re-leased ones included, none twice), and every image is recorded once."""
+    with ImageServer(latency=0.25) as slow:
+        for i in range(PRODUCTS * 2):
+            slow.add(f"/p{i}.jpg", Route(support.jpeg((240, 180), seed=i), "image/jpeg"))
+        cluster.env["PIXELBATCH_FETCH_ALLOW"] = slow.allow_entry
+        cluster.env["PIXELBATCH_CHUNK_SIZE"] = "4"
+        cluster.env["PIXELBATCH_FETCH_CONCURRENCY"] = "2"
+        cluster.migrate()
+        api = cluster.start_api()
+        ports = [support.free_port(), support.free_port()]
+        survivor, doomed = (_start_worker(cluster, f"k{i + 1}", p) for i, p in enumerate(ports))
+        prom = Prometheus(
+            tmp_path / "prometheus", {"pixelbatch-worker": [f"127.0.0.1:{p}" for p in ports]}
+        ).start()
+        try:
+            rows = [
+                [str(i), f"P{i}", f"{slow.base_url}/p{2 * i}.jpg,{slow.base_url}/p{2 * i + 1}.jpg"]
+                for i in range(PRODUCTS)
+            ]
+            with api.client() as client:
+                response = client.post(
+                    "/api/upload", files={"file": ("c.csv", support.csv_bytes(rows))}
+                )
+                assert response.status_code == 202, response.text
+                request_id = response.json()["request_id"]
+                deadline = time.monotonic() + 60
+                while client.get(f"/api/status/{request_id}").json()["counts"]["images_done"] < 4:
+                    assert time.monotonic() < deadline, "no image done in time"
+                    time.sleep(0.1)
+                doomed.kill()  # mid-batch: it holds leased images
+                status = support.wait_final(client, request_id, timeout=120)
+            assert status["counts"]["images_done"] == PRODUCTS * 2, status
+            recorded, re_leased = _recorded_by_owner(
+                cluster.env["PIXELBATCH_DATABASE_URL"], request_id
+            )
+            assert sum(recorded.values()) == PRODUCTS * 2  # each image recorded once
+            assert re_leased > 0, "the kill landed while the worker held no image"
+            by_survivor = sum(n for owner, n in recorded.items() if _alive(_owner_pid(owner)))
+            by_the_dead = PRODUCTS * 2 - by_survivor
+            prom.wait_until("up == 0", lambda r: len(r) == 1)  # the dead target is seen down
+            done = 'pixelbatch_images_processed_total{outcome="done",instance="127.0.0.1:%d"}'
+            alive = prom.wait_until(
+                done % ports[0], lambda r: bool(r) and float(r[0]["value"][1]) == by_survivor
+            )
+            assert float(alive[0]["value"][1]) == by_survivor
+            # The dead worker's last scraped count never exceeds what it recorded.
+            dead = prom.query(f"last_over_time({done % ports[1]}[5m])")
+            assert sum(float(r["value"][1]) for r in dead) <= by_the_dead
+            assert survivor.proc is not None and survivor.proc.poll() is None
+        finally:
+            prom.stop()
+
+
+def _recorded_by_owner(url: str, request_id: str) -> tuple[dict[str, int], int]:
+    """Images recorded done per lease owner, and how many were leased more than once."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT lease_owner, count(*) FROM images"
+                    " WHERE batch_id = :b AND status = 'DONE' GROUP BY lease_owner"
+                ),
+                {"b": request_id},
+            ).all()
+            re_leased = conn.execute(
+                text("SELECT count(*) FROM images WHERE batch_id = :b AND attempts > 1"),
+                {"b": request_id},
+            ).scalar_one()
+            return {str(owner): int(n) for owner, n in rows}, int(re_leased)
+    finally:
+        engine.dispose()
