@@ -160,7 +160,7 @@ def evaluate_everything(prometheus: Prometheus) -> dict[str, list[str]]:
 
 
 def _assert_json_log_lines(server: support.ServerProcess, request_id: str) -> None:
-    """One JSON line per finished image, and one for the batch."""
+    """One JSON line per finished image, and one per batch event (accepted, finished)."""
     events = []
     for line in server.log_path.read_text().splitlines():
         if line.startswith("{"):
@@ -174,6 +174,8 @@ def _assert_json_log_lines(server: support.ServerProcess, request_id: str) -> No
     assert done["bytes_in"] > done["bytes_out"] > 0 and done["code"] is None
     assert set(done["stages_ms"]) == {"queue", "download", "transform", "store"}
     assert sorted(e["code"] for e in finished if e["outcome"] == "failed").count("http_404") == 2
+    (accepted,) = [e for e in events if e.get("event") == "batch_accepted"]
+    assert (accepted["products"], accepted["images"]) == (4, 11)
     (batch,) = [e for e in events if e.get("event") == "batch_finished"]
     assert batch["status"] == "COMPLETED_WITH_ERRORS"
     assert batch["counts"]["images_failed"] == 4
