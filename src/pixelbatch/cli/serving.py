@@ -128,7 +128,13 @@ def _worker_metrics(settings: Settings) -> None:
             multiproc.use_directory(Path(inherited), clean=False)
         return
     directory = multiproc.use_directory(settings.metrics_dir, clean=True)
-    multiproc.serve(directory, settings.metrics_port, settings.metrics_host)
+    try:
+        multiproc.serve(directory, settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        raise refuse(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"(PIXELBATCH_METRICS_PORT): {exc.strerror or exc}"
+        ) from None
 
 
 class WorkerRole(StrEnum):
