@@ -15,7 +15,19 @@ from bench import corpus as corpus_mod
 
 CACHE = corpus_mod.CACHE
 RESULTS = CACHE / "results.json"
-MODES = ("floor", "floor1", "turbojpeg", "naive", "embedded", "dist1", "dist2", "large_csv")
+MODES = (
+    "floor",
+    "floor1",
+    "turbojpeg",
+    "naive",
+    "embedded",
+    # The same embedded server with PIXELBATCH_METRICS_ENABLED=false, measured right after
+    # it in every round: the cost of the metrics.
+    "embedded_nometrics",
+    "dist1",
+    "dist2",
+    "large_csv",
+)
 
 
 @dataclass

@@ -114,3 +114,14 @@ class RetryResponse(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+
+
+class HostFailures(BaseModel):
+    host: str
+    failures: int = Field(description="Failed images fetched from this host")
+    error_codes: dict[str, int] = Field(description="Failures by error code, commonest first")
+
+
+class HostStats(BaseModel):
+    hours: float = Field(description="The window looked back over")
+    hosts: list[HostFailures]

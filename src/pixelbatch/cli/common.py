@@ -16,6 +16,7 @@ from pixelbatch.cli.startup import database_reachable, err_console, load_setting
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
+from pixelbatch.telemetry import logs
 
 app = typer.Typer(
     help="pixelbatch: compress the product images listed in CSV files.", no_args_is_help=True
@@ -66,10 +67,11 @@ def settings_of(ctx: typer.Context) -> Settings:
     return root.obj
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def setup_logging(verbose: bool, settings: Settings | None = None) -> None:
+    """Text by default; JSON lines with ``PIXELBATCH_LOG_FORMAT=json`` (``telemetry.logs``)."""
+    logs.configure(
+        logging.INFO if verbose else logging.WARNING,
+        settings.log_format if settings is not None else "text",
     )
 
 

@@ -146,8 +146,8 @@ def process(
 ) -> None:
     """Process a CSV locally, without a server; exits 1 if any image failed or the webhook
     was not delivered (retried for up to a minute)."""
-    setup_logging(verbose)
     settings = settings_of(ctx)
+    setup_logging(verbose, settings)
     with exit_on_error(), opened_runtime(settings) as runtime:
         options = intake.processing_options(
             settings,

@@ -35,6 +35,9 @@ class ClaimedImage:
     row_number: int
     position: int
     options: dict[str, Any]
+    # When its batch was accepted and when this lease began: the queue stage of the metrics.
+    queued_at: datetime | None = None
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def claim_images(
         return []
     now = utcnow()
     batch_query = (
-        select(Batch.id, Batch.options)
+        select(Batch.id, Batch.options, Batch.created_at)
         .where(Batch.status.in_(ACTIVE_BATCH_STATES))
         .order_by(Batch.created_at)
         .limit(limit)
@@ -82,19 +85,21 @@ def claim_images(
     claimed: list[ClaimedImage] = []
     # First an equal share each; then what is left goes to batches that had more to give.
     hungry = []
-    for bid, options in batches:
+    for bid, options, created in batches:
         take = min(per_batch, limit - len(claimed))
         if take <= 0:
             break
-        got = _claim_from_batch(session, bid, options, take, owner, now, lease_seconds)
+        got = _claim_from_batch(session, bid, options, take, owner, (now, created), lease_seconds)
         claimed.extend(got)
         if len(got) == take:
-            hungry.append((bid, options))
-    for bid, options in hungry:
+            hungry.append((bid, options, created))
+    for bid, options, created in hungry:
         take = limit - len(claimed)
         if take <= 0:
             break
-        claimed.extend(_claim_from_batch(session, bid, options, take, owner, now, lease_seconds))
+        claimed.extend(
+            _claim_from_batch(session, bid, options, take, owner, (now, created), lease_seconds)
+        )
     return claimed
 
 
@@ -104,13 +109,15 @@ def _claim_from_batch(
     options: dict[str, Any],
     take: int,
     owner: str,
-    now: datetime,
+    times: tuple[datetime, datetime],
     lease_seconds: float,
 ) -> list[ClaimedImage]:
+    """``times``: now, and when the batch was accepted."""
+    now, created = times
     query = (
         select(Image.id, Image.url, Image.position, Product.row_number)
         .join(Product, Product.id == Image.product_id)
-        .where(Image.batch_id == batch_id, _claimable_now(now))
+        .where(Image.batch_id == batch_id, claimable_now(now))
         .order_by(Image.id)
         .limit(take)
     )
@@ -138,12 +145,15 @@ def _claim_from_batch(
             row_number=r.row_number,
             position=r.position,
             options=options,
+            queued_at=created,
+            claimed_at=now,
         )
         for r in rows
     ]
 
 
-def _claimable_now(now: datetime) -> Any:
+def claimable_now(now: datetime) -> Any:
+    """Waiting for a worker: pending, or leased with the lease run out (not a duplicate)."""
     return and_(
         Image.duplicate_of.is_(None),
         or_(
@@ -160,7 +170,7 @@ def count_claimable(session: Session) -> int:
             select(func.count())
             .select_from(Image)
             .join(Batch, Batch.id == Image.batch_id)
-            .where(Batch.status.in_(ACTIVE_BATCH_STATES), _claimable_now(utcnow()))
+            .where(Batch.status.in_(ACTIVE_BATCH_STATES), claimable_now(utcnow()))
         )
         or 0
     )
@@ -236,11 +246,12 @@ def _record(
     owner: str,
     values: dict[str, Any],
     batch_totals: dict[str, int],
-) -> bool:
+) -> int:
     """Set an image's final values if we still hold its lease, copy them to the images of
     the same batch that repeat its URL (fetched once, recorded for each), and add
     ``batch_totals`` (what one image adds to the batch's counters) once per image recorded.
-    False, and nothing changed, when the lease was lost."""
+    Returns how many images were recorded (it and its copies; the metrics count them): 0,
+    and nothing changed, when the lease was lost."""
     now = utcnow()
     batch_id = session.execute(
         update(Image)
@@ -253,7 +264,7 @@ def _record(
         .returning(Image.batch_id)
     ).scalar_one_or_none()
     if batch_id is None:
-        return False
+        return 0
     copies = session.execute(
         update(Image)
         .where(Image.duplicate_of == image_id, Image.status == ImageStatus.PENDING)
@@ -265,11 +276,12 @@ def _record(
         .where(Batch.id == batch_id)
         .values({name: getattr(Batch, name) + each * count for name, each in batch_totals.items()})
     )
-    return True
+    return count
 
 
-def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> bool:
-    """Record a processed image once. False when the lease was lost to another worker."""
+def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> int:
+    """Record a processed image once. How many images that recorded (``_record``); 0 when
+    the lease was lost to another worker."""
     return _record(
         session,
         image_id,
@@ -295,7 +307,7 @@ def record_success(session: Session, image_id: int, owner: str, outcome: ImageSu
 
 def record_failure(
     session: Session, image_id: int, owner: str, code: str, message: str, duration_ms: float
-) -> bool:
+) -> int:
     return _record(
         session,
         image_id,

@@ -21,6 +21,7 @@ from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.routine import handle_image
 from pixelbatch.jobs.transform_pool import TransformPool
 from pixelbatch.runtime import Runtime
+from pixelbatch.telemetry import instruments as metrics
 from pixelbatch.webhooks.delivery import deliver_due
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class EmbeddedWorker:
         self.owner = f"embedded-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         settings = runtime.settings
         self.capacity = max(2, settings.fetch_concurrency * 2)
+        metrics.set_capacity(settings.fetch_concurrency)  # images run on that many threads
         self._downloads = ThreadPoolExecutor(
             max_workers=settings.fetch_concurrency, thread_name_prefix="pixelbatch-image"
         )
