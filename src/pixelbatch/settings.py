@@ -39,7 +39,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path("pixelbatch-data")
     database_url: str | None = None
     broker_url: str | None = None
+    # Where outputs go: unset = <data_dir>/outputs, file:///path, or s3://BUCKET/PREFIX.
     storage_url: str | None = None
+    # S3-compatible endpoint (MinIO, Ceph, R2...); unset = AWS. Credentials come from the
+    # standard AWS chain (AWS_ACCESS_KEY_ID..., AWS_PROFILE, instance/IRSA role) only.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # With object storage: output URLs are PUBLIC_BASE_URL/KEY (a CDN or a public bucket)
+    # instead of presigned URLs that expire after SIGNED_URL_TTL (capped at 7 days).
+    public_base_url: str | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Header, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelbatch import access, batches, intake
@@ -185,6 +185,7 @@ def status(
         started_at=batch.started_at,
         updated_at=batch.updated_at,
         output_csv=output_csv_url(runtime, batch.id, base) if batch.output_key else None,
+        output_urls_expire_at=batch.output_urls_expire_at if batch.output_key else None,
         message=batch.message,
         options=batch.options,
         bytes_in=batch.bytes_in,
@@ -262,8 +263,14 @@ def list_images(
     summary="Download the output CSV of a finished batch",
 )
 def download_output(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> Response:
-    path = access.output_csv(_runtime(request), request_id, tenant=who.tenant)
-    return _file_response(path, download_name=f"{request_id}-output.csv")
+    name = f"{request_id}-output.csv"
+    readable = access.output_csv(
+        _runtime(request), request_id, tenant=who.tenant, download_name=name
+    )
+    if readable.redirect is not None:
+        return _redirect(readable.redirect)
+    assert readable.path is not None
+    return _file_response(readable.path, download_name=name)
 
 
 @router.post(
@@ -301,6 +308,9 @@ def files(
     sig: str | None = None,
 ) -> Response:
     readable = access.readable_file(_runtime(request), key, who, expires, sig)
+    if readable.redirect is not None:
+        return _redirect(readable.redirect)
+    assert readable.path is not None
     # A signed URL is the capability itself: anyone holding it, a CDN included, may keep
     # the answer until the signature expires. A key holder's answer stays private.
     cache = "private"
@@ -311,6 +321,12 @@ def files(
         readable.path,
         headers={"Cross-Origin-Resource-Policy": "cross-origin", "Cache-Control": cache},
     )
+
+
+def _redirect(url: str) -> Response:
+    """To a fresh presigned URL of the object store: 307 keeps the method, and the answer
+    is never cached since the URL it names expires."""
+    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
 
 def _file_response(
