@@ -18,6 +18,7 @@ E2E_MODULES = frozenset(
         "bench/test_bench_smoke.py",
         "distributed/test_cluster.py",
         "distributed/test_readme.py",
+        "distributed/test_s3_cluster.py",
         "integration/test_api_batch.py",
         "integration/test_api_upload_rejections.py",
         "integration/test_auth.py",
@@ -25,6 +26,8 @@ E2E_MODULES = frozenset(
         "integration/test_cli_start.py",
         "integration/test_hostile_http.py",
         "integration/test_restart.py",
+        "integration/test_s3_cli.py",
+        "integration/test_s3_serve.py",
         "integration/test_schemathesis.py",
     }
 )
