@@ -27,6 +27,7 @@ E2E_MODULES = frozenset(
         "integration/test_hostile_http.py",
         "integration/test_restart.py",
         "integration/test_s3_cli.py",
+        "integration/test_s3_readme.py",
         "integration/test_s3_serve.py",
         "integration/test_schemathesis.py",
     }

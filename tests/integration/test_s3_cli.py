@@ -57,6 +57,7 @@ def test_storage_check_names_a_wrong_endpoint_in_one_line(s3_endpoint: str) -> N
 
 def test_storage_check_refuses_a_bad_storage_url(s3_endpoint: str) -> None:
     result = _check("s3://Not_A_Bucket/x", s3_endpoint)
-    assert result.returncode == 1
-    assert "expected s3://BUCKET/PREFIX" in result.stderr
+    assert result.returncode == 2  # refused with the settings, as every bad variable is
+    assert "PIXELBATCH_STORAGE_URL" in result.stderr
+    assert "expected file:///PATH or s3://BUCKET/PREFIX" in result.stderr
     assert "Traceback" not in result.stderr

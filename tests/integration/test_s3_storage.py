@@ -96,6 +96,19 @@ def test_a_ttl_over_seven_days_is_signed_for_seven_days(s3_endpoint: str, s3_buc
     assert parse_qs(urlsplit(storage.url("b/k.png")).query)["X-Amz-Expires"] == ["604800"]
 
 
+def test_urls_name_the_public_endpoint_when_clients_reach_the_store_elsewhere(
+    s3_endpoint: str, s3_bucket: str
+) -> None:
+    """compose: workers store at minio:9000, browsers fetch from localhost:9000. Here the
+    store is reached as 127.0.0.1 and clients are told "localhost" (the same server)."""
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    storage = _storage(s3_endpoint, s3_bucket, public_endpoint_url=public)
+    storage.put("b/1-1.jpg", b"jpeg", "image/jpeg")
+    url = storage.url("b/1-1.jpg")
+    assert url.startswith(f"{public}/{s3_bucket}/outputs/b/1-1.jpg?")
+    assert httpx.get(url).content == b"jpeg"
+
+
 def test_public_base_url_gives_plain_urls_that_never_expire(
     s3_endpoint: str, s3_bucket: str
 ) -> None:

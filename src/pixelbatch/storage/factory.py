@@ -26,6 +26,7 @@ def storage_from_settings(settings: Settings, signer: UrlSigner | None = None) -
         return S3Storage(
             parse_s3_url(url),
             endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
             region=settings.s3_region,
             url_ttl=settings.signed_url_ttl,
             public_base_url=settings.public_base_url,

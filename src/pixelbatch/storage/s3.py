@@ -106,6 +106,7 @@ class S3Storage:
         location: S3Location,
         *,
         endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
         region: str | None = None,
         url_ttl: int = MAX_PRESIGN_SECONDS,
         public_base_url: str | None = None,
@@ -127,9 +128,14 @@ class S3Storage:
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         )
         # Credentials: the standard chain only (env, shared profile, container/instance role).
-        self.client: Any = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, config=config
-        )
+        session = boto3.session.Session()
+        self.client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
+        # Presigning is offline, but the URL's host is part of the signature: when clients
+        # reach the store at another address (compose: minio:9000 inside, localhost:9000
+        # outside), URLs are signed by a client of that address. It never connects.
+        self._presigner: Any = self.client
+        if public_endpoint_url and public_endpoint_url != endpoint_url:
+            self._presigner = session.client("s3", endpoint_url=public_endpoint_url, config=config)
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=16 * 1024 * 1024
         )
@@ -231,7 +237,7 @@ class S3Storage:
         params: dict[str, str] = {"Bucket": self.location.bucket, "Key": self.location.key(key)}
         if download_name is not None:
             params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
-        url: str = self.client.generate_presigned_url(
+        url: str = self._presigner.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=self.ttl
         )
         return url
