@@ -150,3 +150,28 @@ def test_a_public_base_url_gives_plain_urls_that_do_not_expire(
     )
     assert head["ContentType"] == "image/jpeg"
     assert head["CacheControl"] == CACHE_CONTROL
+
+
+def test_an_upload_the_store_cannot_keep_is_refused_whole(
+    tmp_path: Path,
+    server_env: dict[str, str],
+    images: ImageServer,
+    s3_endpoint: str,
+    s3_bucket: str,
+) -> None:
+    """The input CSV is stored in the same transaction that creates the batch: a store that
+    fails (here: no such bucket) answers 503 storage_error and leaves no batch behind."""
+    env = {**server_env, **_s3_env(s3_endpoint, s3_bucket + "-missing")}
+    proc = support.ServerProcess(tmp_path / "data", env).start()
+    try:
+        with proc.client() as client:
+            body = support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]])
+            r = client.post("/api/upload", files={"file": ("c.csv", body)})
+            listed = client.get("/api/batches").json()
+    finally:
+        proc.stop()
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "storage_error"
+    assert "no such bucket" in r.json()["message"]
+    assert "Traceback" not in r.text
+    assert listed["total"] == 0

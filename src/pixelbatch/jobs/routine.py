@@ -159,7 +159,7 @@ def record(
         if not recorded:
             cancelled = images.is_cancelled(session, outcome.image_id)
             if cancelled and outcome.success is not None and storage is not None:
-                storage.delete(outcome.success.output_key)
+                _remove(storage, outcome.success.output_key)
             log.info(
                 "image %s %s",
                 outcome.image_id,
@@ -169,6 +169,15 @@ def record(
         _log_finished(outcome)
         batch = session.get(Batch, outcome.batch_id)
         return batch is not None and batch.images_done + batch.images_failed >= batch.images_total
+
+
+def _remove(storage: Storage, key: str) -> None:
+    """Best effort: an object store that fails to delete leaves an orphan object (removed
+    with its batch), never an unrecorded outcome or a failed chunk."""
+    try:
+        storage.delete(key)
+    except PixelbatchError as exc:
+        log.warning("could not remove %s of a cancelled image: %s", key, exc.message)
 
 
 def _log_finished(outcome: Outcome) -> None:
