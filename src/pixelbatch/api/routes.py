@@ -36,6 +36,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     429: {"model": schemas.ErrorBody},
 }
 
+# Object storage: the bytes are read from the store, at a fresh presigned URL.
+REDIRECT_RESPONSE: dict[str, object] = {
+    "description": "With S3 storage: to a fresh presigned URL of the object (Location)"
+}
+
 mimetypes.add_type("image/webp", ".webp")
 mimetypes.add_type("image/avif", ".avif")
 
@@ -259,7 +264,7 @@ def list_images(
 @router.get(
     "/api/batches/{request_id}/output.csv",
     response_class=FileResponse,
-    responses={**ERROR_RESPONSES, 200: {"content": {"text/csv": {}}}},
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/csv": {}}}, 307: REDIRECT_RESPONSE},
     summary="Download the output CSV of a finished batch",
 )
 def download_output(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> Response:
@@ -297,7 +302,7 @@ def retry(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> sch
 
 @router.get(
     "/files/{key:path}",
-    responses={404: {"model": schemas.ErrorBody}},
+    responses={404: {"model": schemas.ErrorBody}, 307: REDIRECT_RESPONSE},
     summary="Stored output files: to their tenant's key, or through a signed URL",
 )
 def files(
