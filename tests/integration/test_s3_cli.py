@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
+
+from pixelbatch.demo.server import ImageServer
 from tests import s3server, support
 
 
@@ -61,3 +67,42 @@ def test_storage_check_refuses_a_bad_storage_url(s3_endpoint: str) -> None:
     assert "PIXELBATCH_STORAGE_URL" in result.stderr
     assert "expected file:///PATH or s3://BUCKET/PREFIX" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_process_with_s3_storage_writes_presigned_urls_and_copies_the_csv_out(
+    tmp_path: Path,
+    images: ImageServer,
+    server_env: dict[str, str],
+    s3_endpoint: str,
+    s3_bucket: str,
+) -> None:
+    """``pixelbatch process`` without a server: the outputs go to the bucket, ``--out`` is
+    copied from the stored output CSV, and its URLs are presigned ones that download."""
+    catalog = tmp_path / "c.csv"
+    catalog.write_bytes(support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]]))
+    out = tmp_path / "out.csv"
+    env = {
+        **os.environ,
+        **server_env,
+        **s3server.CREDENTIALS,
+        "PIXELBATCH_DATA_DIR": str(tmp_path / "data"),
+        "PIXELBATCH_STORAGE_URL": f"s3://{s3_bucket}/cli",
+        "PIXELBATCH_S3_ENDPOINT_URL": s3_endpoint,
+        "COLUMNS": "300",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pixelbatch", "process", str(catalog), "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"s3://{s3_bucket}/cli/" in result.stdout  # where the images are
+    [row] = list(csv.DictReader(io.StringIO(out.read_text())))
+    url = row["Output Image Urls"]
+    assert url.startswith(f"{s3_endpoint}/{s3_bucket}/cli/") and "X-Amz-Signature=" in url
+    image = httpx.get(url)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert not (tmp_path / "data" / "outputs").exists()

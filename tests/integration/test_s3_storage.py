@@ -8,6 +8,7 @@ unit tests of the code that chooses the expiry (``presign_ttl``)."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pixelbatch.errors import PixelbatchError
+from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.storage import storage_from_settings
 from pixelbatch.storage.s3 import (
@@ -48,9 +50,10 @@ def test_storage_url_is_parsed_into_bucket_and_prefix() -> None:
 
 
 def test_settings_select_s3_with_path_style_and_bounded_standard_retries(
-    s3_endpoint: str, s3_bucket: str
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:
     settings = Settings(
+        data_dir=tmp_path,
         storage_url=f"s3://{s3_bucket}/pre/fix",
         s3_endpoint_url=s3_endpoint,
         s3_region="eu-west-3",
@@ -60,6 +63,12 @@ def test_settings_select_s3_with_path_style_and_bounded_standard_retries(
     assert isinstance(storage, S3Storage)
     config = storage.client.meta.config
     assert config.retries == {"mode": "standard", "total_max_attempts": 5}
+    assert config.max_pool_connections == 32  # one pooled client serves the whole process
+    runtime = Runtime(settings)
+    try:
+        assert runtime.storage is runtime.storage
+    finally:
+        runtime.close()
     assert config.s3["addressing_style"] == "path"
     assert storage.client.meta.region_name == "eu-west-3"
     storage.put("b1/x.jpg", b"abc", "image/jpeg")
