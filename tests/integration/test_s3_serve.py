@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from pixelbatch.demo.server import ImageServer
-from pixelbatch.storage.s3 import CACHE_CONTROL
+from pixelbatch.storage.s3 import CACHE_CONTROL, CSV_CACHE_CONTROL
 from tests import s3server, support
 from tests.integration.test_auth import create_key
 
@@ -100,6 +100,7 @@ def test_batch_outputs_live_in_the_bucket_and_are_read_from_it(
     output = httpx.get(location)
     assert output.status_code == 200
     assert output.headers["content-type"] == "text/csv"
+    assert output.headers["cache-control"] == CSV_CACHE_CONTROL
     rows = list(csv.DictReader(io.StringIO(output.text)))
     urls = [u.strip() for row in rows for u in row["Output Image Urls"].split(",") if u.strip()]
     assert len(urls) == 2

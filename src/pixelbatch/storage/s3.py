@@ -33,8 +33,11 @@ from pixelbatch.storage.base import StoredObject, validate_key
 
 # S3 refuses presigned URLs valid for more than 7 days (SigV4).
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
-# Keys change per batch and per re-encode, so an object never changes under its key.
+# An output image's key is its batch's, row's and position's: it never changes content, so
+# storefronts and CDNs may keep it for good.
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+# The CSVs are not images: the output CSV is rewritten when failed images are retried.
+CSV_CACHE_CONTROL = "private, no-cache"
 # Attempts per request in botocore's standard retry mode (the first try included).
 MAX_ATTEMPTS = 5
 # One connection per concurrent store: the fetch pool, the transform pool and the finaliser.
@@ -141,7 +144,8 @@ class S3Storage:
         )
 
     def _extra(self, content_type: str) -> dict[str, str]:
-        return {"ContentType": content_type, "CacheControl": CACHE_CONTROL}
+        cache = CACHE_CONTROL if content_type.startswith("image/") else CSV_CACHE_CONTROL
+        return {"ContentType": content_type, "CacheControl": cache}
 
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
         name = self.location.key(key)
