@@ -15,6 +15,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from pixelbatch.demo.server import ImageServer
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
@@ -224,10 +225,26 @@ def test_check_names_an_endpoint_that_does_not_answer(s3_bucket: str) -> None:
         _storage(closed, s3_bucket, max_attempts=1).check()
 
 
+def test_check_names_an_endpoint_that_is_not_an_s3_api(s3_bucket: str) -> None:
+    """A web server that is not an object store (here pixelbatch's own image server) at the
+    endpoint: its 404 is not taken for "no such bucket"."""
+    with (
+        ImageServer() as web,
+        pytest.raises(StorageError, match="did not answer as an S3 API") as caught,
+    ):
+        _storage(web.base_url, s3_bucket, max_attempts=1).check()
+    assert "PIXELBATCH_S3_ENDPOINT_URL" in caught.value.message
+    assert "no such bucket" not in caught.value.message
+
+
 def test_access_denied_is_described_in_one_line() -> None:
     # moto does not enforce IAM by default; the mapping of S3's answer is checked directly.
     denied = ClientError(
-        {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject"
+        {
+            "Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+            "ResponseMetadata": {"HTTPStatusCode": 403, "HTTPHeaders": {"x-amz-request-id": "1"}},
+        },
+        "PutObject",
     )
     assert describe_error(denied).startswith("access denied (AccessDenied)")
     assert "\n" not in describe_error(denied)

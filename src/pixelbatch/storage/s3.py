@@ -91,7 +91,17 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "error"))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        meta = exc.response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode")
+        headers = meta.get("HTTPHeaders")
+        if isinstance(headers, dict) and not any(h.startswith("x-amz") for h in headers):
+            # S3, MinIO, Ceph and moto all send a request id; a web server that is not an
+            # object store (a wrong port, a proxy's error page) sends none.
+            server = headers.get("server", "an HTTP server")
+            return (
+                f"the endpoint did not answer as an S3 API (HTTP {status} from {server}):"
+                " check PIXELBATCH_S3_ENDPOINT_URL"
+            )
         if code in ("NoSuchBucket",) or (code == "404" and exc.operation_name == "HeadBucket"):
             return "no such bucket"
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
