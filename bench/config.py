@@ -15,6 +15,7 @@ from bench import corpus as corpus_mod
 
 CACHE = corpus_mod.CACHE
 RESULTS = CACHE / "results.json"
+# dist2s3: dist2 storing in S3 (moto's server on 127.0.0.1) instead of a local directory.
 MODES = (
     "floor",
     "floor1",
@@ -26,6 +27,7 @@ MODES = (
     "embedded_nometrics",
     "dist1",
     "dist2",
+    "dist2s3",
     "large_csv",
 )
 

@@ -19,29 +19,43 @@ from bench.config import Config
 class Distributed:
     """A fresh PostgreSQL database and a flushed Redis db; an API and up to 2 workers."""
 
-    def __init__(self, cfg: Config, base_env: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        base_env: dict[str, str],
+        workdir: Path,
+        *,
+        name: str = "dist",
+        storage_env: dict[str, str] | None = None,
+        redis_url: str | None = None,
+    ) -> None:
+        """``storage_env``: the storage settings (default: a directory in ``workdir``);
+        ``redis_url``: a Redis db of this stack's own when two stacks run side by side."""
         import psycopg
         import redis
 
         self.cfg = cfg
+        self.name = name
+        self.redis_url = redis_url or cfg.redis_url
         self.db = f"pixelbatch_bench_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(cfg.pg_admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db}"')
-        self.redis = redis.Redis.from_url(cfg.redis_url)
+        self.redis = redis.Redis.from_url(self.redis_url)
         self.redis.flushdb()
         base = cfg.pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
         self.env = {
             **base_env,
             "PIXELBATCH_DATABASE_URL": f"{base}/{self.db}",
-            "PIXELBATCH_BROKER_URL": cfg.redis_url,
+            "PIXELBATCH_BROKER_URL": self.redis_url,
             "PIXELBATCH_STORAGE_URL": f"file://{workdir / 'shared'}",
-            "PIXELBATCH_DATA_DIR": str(workdir / "dist-data"),
+            "PIXELBATCH_DATA_DIR": str(workdir / f"{name}-data"),
             # Replicas and workers must share secrets (random per run; nothing is signed
             # that outlives the run).
             "PIXELBATCH_WEBHOOK_SECRET": base_env.get("PIXELBATCH_WEBHOOK_SECRET")
             or "whsec_" + base64.b64encode(os.urandom(24)).decode(),
             "PIXELBATCH_SECRET_KEY": base_env.get("PIXELBATCH_SECRET_KEY")
             or base64.b64encode(os.urandom(32)).decode(),
+            **(storage_env or {}),
         }
         self.workdir = workdir
         self.api: procs.Api | None = None
@@ -56,12 +70,14 @@ class Distributed:
         )
 
     def start_api(self) -> procs.Api:
-        self.api = procs.Api("dist-api", self.env, self.workdir)
+        self.api = procs.Api(f"{self.name}-api", self.env, self.workdir)
         return self.api
 
     def scale(self, n: int) -> None:
         while len(self.workers) < n:
-            self.workers.append(procs.Worker(f"w{len(self.workers) + 1}", self.env, self.workdir))
+            prefix = "w" if self.name == "dist" else f"{self.name}-w"
+            worker = procs.Worker(f"{prefix}{len(self.workers) + 1}", self.env, self.workdir)
+            self.workers.append(worker)
         while len(self.workers) > n:
             self.workers.pop().stop()
 

@@ -70,6 +70,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "dist1/floor": div(mp("dist1"), mp("floor")),
         "embedded/naive": div(mp("embedded"), mp("naive")),
         "dist2/dist1": div(mp("dist2"), mp("dist1")),
+        "dist2 S3/dist2 local disk": div(mp("dist2s3"), mp("dist2")),
         "floor/turbojpeg": div(mp("floor"), mp("turbojpeg")),
         "floor/naive (ceiling of embedded/naive)": div(mp("floor"), mp("naive")),
         "floor 2 proc/1 proc (ceiling of 2w/1w)": div(mp("floor"), mp("floor1")),
@@ -145,6 +146,7 @@ def print_report(report: dict[str, Any], path: Path) -> None:
         "embedded_nometrics": "emb no metr",
         "dist1": "dist 1 wkr",
         "dist2": "dist 2 wkr",
+        "dist2s3": "dist 2 S3",
     }
     for mode, label in labels.items():
         if mode in res:

@@ -17,6 +17,13 @@ from bench import procs
 from bench.config import CACHE, MODES, Config, log
 from bench.distributed import Distributed
 from bench.measure import Workload, run_batch, workload
+from bench.s3store import MotoServer
+
+
+def next_redis_db(url: str) -> str:
+    """The Redis URL of the next database number (redis://host:port/14 -> /15)."""
+    base, _, db = url.rpartition("/")
+    return f"{base}/{(int(db) if db.isdigit() else 0) + 1}"
 
 
 @dataclass
@@ -41,6 +48,8 @@ class Rig:
     embedded: procs.Api | None = None
     embedded_nometrics: procs.Api | None = None
     dist: Distributed | None = None
+    dist_s3: Distributed | None = None
+    s3: MotoServer | None = None
     # (name, API URL, request id) of the warm-up batches: the idle-status control polls them
     warm_batches: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -72,6 +81,8 @@ class Rig:
             )
         if "dist1" in self.cfg.modes or "dist2" in self.cfg.modes:
             self._start_distributed(warm)
+        if "dist2s3" in self.cfg.modes:
+            self._start_distributed_s3(warm)
 
     def _start_floors(self) -> None:
         if "floor" in self.cfg.modes:
@@ -104,6 +115,27 @@ class Rig:
         res = run_batch(api.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz)
         self.warm_batches.append(("distributed", api.base_url, res["request_id"]))
 
+    def _start_distributed_s3(self, warm: Workload) -> None:
+        """A second distributed stack, identical but for its storage (an S3 bucket) and its
+        own database and Redis db; idle while the other stack is measured."""
+        self.s3 = MotoServer()
+        self.mem.add("S3 server (moto)", self.s3.pid)
+        self.dist_s3 = Distributed(
+            self.cfg,
+            self.base_env,
+            self.workdir,
+            name="dist-s3",
+            storage_env=self.s3.env(),
+            redis_url=next_redis_db(self.cfg.redis_url),
+        )
+        api = self.dist_s3.start_api()
+        self.mem.add("distributed API (S3)", api.pid)
+        self.dist_s3.scale(1)
+        res = run_batch(api.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz)
+        if self.s3.objects(f"outputs/{res['request_id']}/") < len(warm.files) + 2:
+            raise RuntimeError("the S3 stack's warm-up batch is not in the bucket")
+        self.warm_batches.append(("distributed S3", api.base_url, res["request_id"]))
+
     def close(self) -> None:
         self.mem.stop()
         for pool in (self.pillow, self.pillow1):
@@ -114,4 +146,8 @@ class Rig:
                 api.stop()
         if self.dist is not None:
             self.dist.close()
+        if self.dist_s3 is not None:
+            self.dist_s3.close()
+        if self.s3 is not None:
+            self.s3.stop()
         self.server.stop()

@@ -102,6 +102,8 @@ def measure_round(rig: Rig, r: int) -> None:
             rig.measure(mode, functools.partial(_batch, rig, mode, api.base_url, main))
     if rig.dist is not None and rig.dist.api is not None:
         measure_distributed(rig, rig.dist, rig.dist.api, small, main)
+    if rig.dist_s3 is not None and rig.dist_s3.api is not None:
+        measure_distributed_s3(rig, rig.dist_s3, rig.dist_s3.api, main)
 
 
 def measure_floor(rig: Rig, pillow: floor_mod.PillowFloor, wl: Workload) -> None:
@@ -185,6 +187,16 @@ def measure_distributed(
         for i, w in enumerate(dist.workers):
             rig.mem.add(f"worker w{i + 1}", w.pid)
         rig.measure(mode, functools.partial(_batch, rig, mode, api.base_url, wl))
+    dist.scale(1)
+
+
+def measure_distributed_s3(rig: Rig, dist: Distributed, api: procs.Api, main: Workload) -> None:
+    """dist2 again, the outputs, input and output CSVs going to an S3 bucket (moto's server
+    on this machine) instead of a directory: what object storage costs the workers."""
+    dist.scale(2)
+    for i, w in enumerate(dist.workers):
+        rig.mem.add(f"worker S3 w{i + 1}", w.pid)
+    rig.measure("dist2s3", functools.partial(_batch, rig, "dist2s3", api.base_url, main))
     dist.scale(1)
 
 

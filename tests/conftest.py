@@ -18,6 +18,7 @@ E2E_MODULES = frozenset(
         "bench/test_bench_smoke.py",
         "distributed/test_cluster.py",
         "distributed/test_readme.py",
+        "distributed/test_s3_cluster.py",
         "integration/test_api_batch.py",
         "integration/test_api_upload_rejections.py",
         "integration/test_auth.py",
@@ -25,6 +26,9 @@ E2E_MODULES = frozenset(
         "integration/test_cli_start.py",
         "integration/test_hostile_http.py",
         "integration/test_restart.py",
+        "integration/test_s3_cli.py",
+        "integration/test_s3_readme.py",
+        "integration/test_s3_serve.py",
         "integration/test_schemathesis.py",
     }
 )
@@ -104,3 +108,26 @@ def migrated_sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     """A migrated SQLite database of this test's own at ``tmp_path/db.sqlite3``: a copy of
     the worker's migrated template, so no test migrates."""
     return support.copy_sqlite(sqlite_template, tmp_path / "db.sqlite3")
+
+
+# --------------------------------------------------------------------------- object storage
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """This xdist worker's moto S3 server (tests/s3server.py); each test takes a bucket."""
+    from tests import s3server
+
+    with s3server.moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket on the worker's moto server, with the standard AWS credential
+    variables set for this test (pixelbatch reads them through boto3's chain)."""
+    from tests import s3server
+
+    for name, value in s3server.CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    return s3server.new_bucket(s3_endpoint)

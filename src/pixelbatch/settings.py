@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -41,7 +42,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path("pixelbatch-data")
     database_url: str | None = None
     broker_url: str | None = None
+    # Where outputs go: unset = <data_dir>/outputs, file:///path, or s3://BUCKET/PREFIX.
     storage_url: str | None = None
+    # S3-compatible endpoint (MinIO, Ceph, R2...); unset = AWS. Credentials come from the
+    # standard AWS chain (AWS_ACCESS_KEY_ID..., AWS_PROFILE, instance/IRSA role) only.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # Where clients reach that endpoint, when not at the same address (presigned URLs
+    # name it): compose's MinIO is minio:9000 to the workers, localhost:9000 to a browser.
+    s3_public_endpoint_url: str | None = None
+    # With object storage: output URLs are PUBLIC_BASE_URL/KEY (a CDN or a public bucket)
+    # instead of presigned URLs that expire after SIGNED_URL_TTL (capped at 7 days).
+    public_base_url: str | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -118,6 +130,22 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(10, ge=1)
     webhook_backoff_base: float = Field(10.0, ge=0)
     webhook_backoff_max: float = Field(3600.0, ge=0)
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_storage(cls, value: str | None) -> str | None:
+        """Refused at start rather than on the first upload (storage.s3 parses it fully)."""
+        if not value:
+            return None
+        scheme, _, rest = value.partition("://")
+        if scheme == "file" and rest:
+            return value
+        bucket = rest.split("/", 1)[0]
+        if scheme == "s3" and re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            return value
+        raise ValueError(
+            "expected file:///PATH or s3://BUCKET/PREFIX (a DNS-compatible bucket name)"
+        )
 
     @field_validator("fetch_allow", "fetch_allowed_ports", "metrics_host_classes", mode="before")
     @classmethod

@@ -44,6 +44,8 @@ COMPOSE_REQUIRED_ENV = {
     "PIXELBATCH_WEBHOOK_SECRET": "whsec_ZHVtbXktc2VjcmV0LWZvci10ZXN0cw==",
     "PIXELBATCH_SECRET_KEY": "dummy-secret-key",
     "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-password",
+    "MINIO_ROOT_USER": "dummy-user",
+    "MINIO_ROOT_PASSWORD": "dummy-password",
 }
 # Kubernetes versions the manifests must be valid for: a floor, and the newest schema
 # that kubernetes-validate ships (added at run time).
@@ -341,6 +343,8 @@ def test_compose_config_has_every_service(compose_config: dict[str, Any]) -> Non
     for name in (
         "postgres",
         "redis",
+        "minio",
+        "createbucket",
         "migrate",
         "api",
         "worker",
@@ -349,6 +353,7 @@ def test_compose_config_has_every_service(compose_config: dict[str, Any]) -> Non
         "grafana",
     ):
         assert name in services, f"service {name} missing"
+    assert "flower" in services
 
 
 def test_compose_app_services_share_one_image(compose_config: dict[str, Any]) -> None:
@@ -357,17 +362,36 @@ def test_compose_app_services_share_one_image(compose_config: dict[str, Any]) ->
     assert len(images) == 1, images
 
 
-def test_compose_api_and_worker_share_the_data_volume(compose_config: dict[str, Any]) -> None:
+def test_compose_app_services_share_no_volume_and_store_in_minio(
+    compose_config: dict[str, Any],
+) -> None:
+    """No disk is shared: every file of a batch goes to the MinIO bucket, created before
+    the API and the workers start, and clients download from MinIO's published port."""
     services = compose_config["services"]
-    api_source = _volume_mounts(services["api"]).get("/data")
-    worker_source = _volume_mounts(services["worker"]).get("/data")
-    assert api_source, "api does not mount /data"
-    assert api_source == worker_source == "pixelbatch-data"
-    assert "pixelbatch-data" in compose_config["volumes"]
-    for name in ("api", "worker"):
+    for name in APP_SERVICES:
+        assert not services[name].get("volumes"), f"{name} mounts a volume"
+    assert "pixelbatch-data" not in compose_config.get("volumes", {})
+    for name in APP_SERVICES:
         env = services[name]["environment"]
-        assert env["PIXELBATCH_DATA_DIR"] == "/data"
-        assert env["PIXELBATCH_STORAGE_URL"] == "file:///data/outputs"
+        assert env["PIXELBATCH_STORAGE_URL"] == "s3://pixelbatch/outputs", name
+        assert env["PIXELBATCH_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        assert env["PIXELBATCH_S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000", name
+        assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"], name
+    minio = services["minio"]
+    assert minio["image"].startswith("minio/minio:RELEASE.")
+    assert _volume_mounts(minio).get("/data") == "minio-data"
+    assert "9000" in json.dumps(minio["ports"])
+    assert _as_list(minio["healthcheck"]["test"])[1:] == ["mc", "ready", "local"]
+    createbucket = services["createbucket"]
+    assert createbucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert str(createbucket["restart"]) == "no"
+    script = " ".join(_as_list(createbucket["entrypoint"]))
+    assert re.search(r'"local/\$+PIXELBATCH_S3_BUCKET"', script), script
+    assert "mc mb --ignore-existing" in script
+    assert createbucket["environment"]["PIXELBATCH_S3_BUCKET"] == "pixelbatch"
+    for name in ("api", "worker"):
+        depends = services[name]["depends_on"]
+        assert depends["createbucket"]["condition"] == "service_completed_successfully", name
 
 
 def test_compose_healthchecks(compose_config: dict[str, Any]) -> None:
@@ -599,20 +623,22 @@ def test_k8s_worker_deployment() -> None:
     assert concurrency == int(cpu_limit), (concurrency, cpu_limit)
 
 
-def test_k8s_api_and_worker_share_the_pvc() -> None:
-    pvc = _k8s_object("PersistentVolumeClaim", "pixelbatch-data")
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
-    mounts = {}
-    for name in ("pixelbatch-api", "pixelbatch-worker"):
-        pod = _k8s_object("Deployment", name)["spec"]["template"]["spec"]
-        (container,) = pod["containers"]
-        mounts[name] = _pvc_mounts(pod, container)
-        assert pod["securityContext"].get("fsGroup"), f"{name}: set fsGroup for the volume"
-    assert mounts["pixelbatch-api"].get("/data") == pvc["metadata"]["name"]
-    assert mounts["pixelbatch-worker"].get("/data") == pvc["metadata"]["name"]
+def test_k8s_pods_share_no_volume_and_store_in_s3() -> None:
+    """No PersistentVolumeClaim: API and worker pods on any node share only PostgreSQL,
+    Redis and the S3 bucket."""
+    assert [o for o in _k8s_objects() if o["kind"] == "PersistentVolumeClaim"] == []
+    for where, pod in _pod_specs():
+        for container in _containers(pod):
+            assert _pvc_mounts(pod, container) == {}, where
+        kinds = {k for v in pod.get("volumes", []) for k in v if k != "name"}
+        assert kinds <= {"emptyDir"}, (where, kinds)
     config = _k8s_object("ConfigMap", "pixelbatch-config")["data"]
-    assert config["PIXELBATCH_DATA_DIR"] == "/data"
-    assert config["PIXELBATCH_STORAGE_URL"].startswith("file:///data/")
+    assert config["PIXELBATCH_STORAGE_URL"].startswith("s3://")
+    assert "PIXELBATCH_DATA_DIR" not in config
+    from pixelbatch.settings import Settings
+
+    # The URL is one the settings accept.
+    Settings(storage_url=config["PIXELBATCH_STORAGE_URL"])
 
 
 # --------------------------------------------------------------------------- CLI

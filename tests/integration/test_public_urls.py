@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -53,12 +54,17 @@ def test_output_files_are_embeddable_and_signed_ones_cacheable(
         r = client.post("/api/upload", files={"file": ("c.csv", body)})
         assert r.status_code == 202, r.text
         request_id = r.json()["request_id"]
-        assert support.wait_final(client, request_id)["status"] == "COMPLETED"
+        final = support.wait_final(client, request_id)
+        assert final["status"] == "COMPLETED"
         page = client.get(f"/api/batches/{request_id}/images").json()
         # The API itself stays same-site.
         assert client.get("/api/batches").headers["cross-origin-resource-policy"] == "same-site"
     signed = page["items"][0]["output_url"]
     expires = int(re.search(r"expires=(\d+)", signed).group(1))  # type: ignore[union-attr]
+    # The status states when the output CSV's signed URLs expire: signed at the finalisation,
+    # no later than this page's fresh ones.
+    csv_expiry = datetime.fromisoformat(final["output_urls_expire_at"]).timestamp()
+    assert expires - 120 <= csv_expiry <= expires
 
     anonymous = httpx.get(signed, timeout=30)
     assert anonymous.status_code == 200

@@ -11,8 +11,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from pixelbatch import __version__
 from pixelbatch.api.errors import UnexpectedErrors, install_error_handlers
+from pixelbatch.api.files import router as files_router
 from pixelbatch.api.metrics import Metrics, RequestTimer
 from pixelbatch.api.middleware import BodySizeLimit, SecurityHeaders
+from pixelbatch.api.operations import router as operations_router
 from pixelbatch.api.originals import router as originals_router
 from pixelbatch.api.routes import router
 from pixelbatch.runtime import Runtime
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(originals_router)
+    app.include_router(files_router)
+    app.include_router(operations_router)
     pages.install(app)
     # The last one added runs outermost: RequestTimer > SecurityHeaders > (CORS) >
     # BodySizeLimit > UnexpectedErrors > routes. So the 500 for an unexpected exception is

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import mimetypes
-import time
 import uuid
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Header, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelbatch import access, batches, hosts, intake
+from pixelbatch import batches, intake
 from pixelbatch.api import schemas
-from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
+from pixelbatch.api.security import CurrentPrincipal
 from pixelbatch.api.urls import request_base_url
-from pixelbatch.db.health import database_status
 from pixelbatch.db.models import Batch
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import output_csv_url
@@ -36,11 +32,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     429: {"model": schemas.ErrorBody},
 }
 
-mimetypes.add_type("image/webp", ".webp")
-mimetypes.add_type("image/avif", ".avif")
 
-
-def _runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -51,12 +44,12 @@ def _dispatcher(request: Request) -> Dispatcher:
 
 
 def _request_base(request: Request) -> str | None:
-    return request_base_url(request, _runtime(request).settings.trust_proxy_headers)
+    return request_base_url(request, runtime_of(request).settings.trust_proxy_headers)
 
 
 def _base(request: Request, batch: Batch) -> str:
     """The base of the URLs this answer hands out for ``batch``."""
-    return _runtime(request).public_base(batch.public_url, _request_base(request))
+    return runtime_of(request).public_base(batch.public_url, _request_base(request))
 
 
 def _status_url(base: str, batch_id: uuid.UUID) -> str:
@@ -133,7 +126,7 @@ def upload(
     form: Annotated[UploadForm, Form()],
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     options = form.options(runtime.settings)
     batch, created = intake.upload(
         runtime,
@@ -173,7 +166,7 @@ def upload(
 def status(
     request: Request, request_id: uuid.UUID, who: CurrentPrincipal
 ) -> schemas.StatusResponse:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     detail = batches.batch_detail(runtime, request_id, tenant=who.tenant)
     batch = detail.batch
     webhook = None
@@ -185,6 +178,7 @@ def status(
         started_at=batch.started_at,
         updated_at=batch.updated_at,
         output_csv=output_csv_url(runtime, batch.id, base) if batch.output_key else None,
+        output_urls_expire_at=batch.output_urls_expire_at if batch.output_key else None,
         message=batch.message,
         options=batch.options,
         bytes_in=batch.bytes_in,
@@ -204,7 +198,7 @@ def status(
 def list_batches(
     request: Request, who: CurrentPrincipal, query: Annotated[batches.BatchQuery, Query()]
 ) -> schemas.BatchList:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     items, total = batches.list_batches(runtime, query, tenant=who.tenant)
     return schemas.BatchList(
         items=[_summary(request, b) for b in items],
@@ -225,7 +219,7 @@ def list_images(
     who: CurrentPrincipal,
     query: Annotated[batches.ImageQuery, Query()],
 ) -> schemas.ImagePage:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     rows, total = batches.list_images(runtime, request_id, query, tenant=who.tenant)
     base = _base(request, batches.get_batch(runtime, request_id, tenant=who.tenant))
     items = [
@@ -257,24 +251,13 @@ def list_images(
     return schemas.ImagePage(items=items, total=total, offset=query.offset, limit=query.limit)
 
 
-@router.get(
-    "/api/batches/{request_id}/output.csv",
-    response_class=FileResponse,
-    responses={**ERROR_RESPONSES, 200: {"content": {"text/csv": {}}}},
-    summary="Download the output CSV of a finished batch",
-)
-def download_output(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> Response:
-    path = access.output_csv(_runtime(request), request_id, tenant=who.tenant)
-    return _file_response(path, download_name=f"{request_id}-output.csv")
-
-
 @router.post(
     "/api/batches/{request_id}/cancel",
     responses=ERROR_RESPONSES,
     summary="Cancel a pending or processing batch",
 )
 def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> schemas.BatchSummary:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     return _summary(request, batches.cancel_batch(runtime, request_id, tenant=who.tenant))
 
 
@@ -285,98 +268,6 @@ def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> sc
 )
 def retry(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> schemas.RetryResponse:
     batch, count = intake.retry_failed(
-        _runtime(request), _dispatcher(request), request_id, tenant=who.tenant
+        runtime_of(request), _dispatcher(request), request_id, tenant=who.tenant
     )
     return schemas.RetryResponse(request_id=batch.id, status=batch.status, requeued=count)
-
-
-@router.get(
-    "/files/{key:path}",
-    responses={404: {"model": schemas.ErrorBody}},
-    summary="Stored output files: to their tenant's key, or through a signed URL",
-)
-def files(
-    request: Request,
-    key: str,
-    who: OptionalPrincipal,
-    expires: str | None = None,
-    sig: str | None = None,
-) -> Response:
-    readable = access.readable_file(_runtime(request), key, who, expires, sig)
-    # A signed URL is the capability itself: anyone holding it, a CDN included, may keep
-    # the answer until the signature expires. A key holder's answer stays private.
-    cache = "private"
-    if readable.signed_until is not None:
-        cache = f"public, max-age={max(0, readable.signed_until - int(time.time()))}"
-    # Outputs are meant to be embedded by a storefront on another site (<img src=...>).
-    return _file_response(
-        readable.path,
-        headers={"Cross-Origin-Resource-Policy": "cross-origin", "Cache-Control": cache},
-    )
-
-
-def _file_response(
-    path: Path, download_name: str | None = None, headers: dict[str, str] | None = None
-) -> Response:
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return FileResponse(
-        path,
-        media_type=media_type,
-        filename=download_name,
-        headers={
-            "Content-Security-Policy": "default-src 'none'",
-            "Cache-Control": "private",
-            **(headers or {}),
-        },
-    )
-
-
-@router.get(
-    "/api/stats/hosts",
-    responses=ERROR_RESPONSES,
-    summary="The supplier hosts with the most failed images of your batches",
-)
-def failing_hosts(
-    request: Request, who: CurrentPrincipal, query: Annotated[hosts.HostQuery, Query()]
-) -> schemas.HostStats:
-    found = hosts.failing_hosts(_runtime(request), query, tenant=who.tenant)
-    return schemas.HostStats(
-        hours=query.hours,
-        hosts=[schemas.HostFailures(**vars(h)) for h in found],
-    )
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    responses={200: {"content": {"text/plain": {}}}},
-    summary="Prometheus metrics",
-)
-def metrics(request: Request) -> Response:
-    body, content_type = request.app.state.metrics.render()
-    return Response(body, media_type=content_type)
-
-
-@router.get("/healthz", summary="Liveness")
-def healthz() -> schemas.Health:
-    return schemas.Health(status="ok")
-
-
-@router.get(
-    "/readyz",
-    response_model=schemas.Health,
-    responses={503: {"model": schemas.Health}},
-    summary="Readiness: database reachable and migrated",
-)
-def readyz(request: Request) -> Response:
-    status = database_status(_runtime(request).engine)
-    if status == "unmigrated":
-        return JSONResponse(
-            status_code=503,
-            content={"status": "unavailable", "detail": "database schema is not migrated"},
-        )
-    if status == "unreachable":
-        return JSONResponse(
-            status_code=503, content={"status": "unavailable", "detail": "database unreachable"}
-        )
-    return JSONResponse(content={"status": "ready", "detail": None})

@@ -61,6 +61,12 @@ class StatusResponse(BatchSummary):
     started_at: datetime | None
     updated_at: datetime
     output_csv: str | None = Field(description="Download URL once the batch has finished")
+    output_urls_expire_at: datetime | None = Field(
+        None,
+        description="When the output image URLs written into the output CSV (and webhook) stop"
+        " working: presigned object-store URLs or signed API URLs; null when they do not"
+        " expire. GET /api/batches/{id}/images hands out fresh ones.",
+    )
     message: str | None
     options: dict[str, Any]
     bytes_in: int

@@ -27,6 +27,8 @@ keys_app = typer.Typer(help="API keys (each belongs to a tenant).", no_args_is_h
 app.add_typer(keys_app, name="keys")
 secrets_app = typer.Typer(help="Server-side secrets.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
+storage_app = typer.Typer(help="Where outputs are stored.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
 console = Console()
 
 

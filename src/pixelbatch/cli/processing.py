@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -71,9 +70,8 @@ def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> bool:
     detail = batches.batch_detail(runtime, batch.id, tenant="")
     if out is not None and batch.output_key:
         out.parent.mkdir(parents=True, exist_ok=True)
-        path = runtime.storage.local_path(batch.output_key)
-        if path is not None:
-            shutil.copyfile(path, out)
+        with out.open("wb") as target:
+            runtime.storage.read_into(batch.output_key, target)
     table = Table(title=f"batch {batch.id}", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")  # a path is folded onto more lines, never cut
@@ -89,8 +87,14 @@ def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> bool:
         )
     if out is not None:
         table.add_row("output CSV", str(out))
-    stored = runtime.settings.outputs_dir / str(batch.id)
-    table.add_row("images stored in", str(stored.resolve()))
+    url = runtime.settings.storage_url
+    if url and url.startswith("s3:"):
+        table.add_row("images stored in", f"{url.rstrip('/')}/{batch.id}/")
+    else:
+        stored = runtime.settings.outputs_dir / str(batch.id)
+        if url and url.startswith("file:"):
+            stored = Path(url.removeprefix("file://")) / str(batch.id)
+        table.add_row("images stored in", str(stored.resolve()))
     webhook = detail.webhook
     if webhook is not None:
         delivered = webhook.status == DeliveryStatus.DELIVERED

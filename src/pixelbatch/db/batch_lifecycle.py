@@ -112,6 +112,7 @@ def complete_batch(
     output_key: str | None,
     message: str,
     webhook_payload: dict[str, Any] | None,
+    output_urls_expire_at: datetime | None = None,
 ) -> bool:
     """Set the final state and, in the same transaction, put the webhook in the outbox.
 
@@ -128,6 +129,7 @@ def complete_batch(
         .values(
             status=status,
             output_key=output_key,
+            output_urls_expire_at=output_urls_expire_at,
             message=message,
             finished_at=func.coalesce(Batch.finished_at, now),
         )

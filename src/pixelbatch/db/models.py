@@ -156,6 +156,9 @@ class Batch(Base):
     bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
     output_key: Mapped[str | None] = mapped_column(String(255))
+    # When the expiring (presigned or signed) URLs in the output CSV stop working: the
+    # earliest expiry of those written at the last finalisation; None when they never expire.
+    output_urls_expire_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     message: Mapped[str | None] = mapped_column(Text)
     # The base URL the upload reached the API through (when PUBLIC_URL was unset): the
     # base of the batch's status, output CSV and file URLs, whoever builds them later.

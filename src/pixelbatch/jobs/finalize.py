@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pixelbatch.catalog import CsvDialect, OutputRow, format_image_error, write_output_csv
@@ -78,6 +80,16 @@ def _rows(runtime: Runtime, batch_id: uuid.UUID, base: str) -> Iterator[OutputRo
         after = page[-1][0].row_number
 
 
+def _urls_expire_at(runtime: Runtime, base: str) -> datetime | None:
+    """When the output URLs about to be written expire, taken before the first is signed:
+    each is signed at or after this second for the storage's lifetime, so all of them stay
+    valid at least until the instant returned (S3 signatures have second resolution)."""
+    lifetime = runtime.storage.url_lifetime(base)
+    if lifetime is None:
+        return None
+    return datetime.fromtimestamp(int(time.time()) + lifetime, UTC)
+
+
 def final_status(done: int, failed: int) -> BatchStatus:
     if failed == 0:
         return BatchStatus.COMPLETED
@@ -98,6 +110,7 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
         dialect = CsvDialect.from_json(batch.csv_dialect)
         base = runtime.public_base(batch.public_url)
     key = output_csv_key(batch_id)
+    expire_at = _urls_expire_at(runtime, base)
     tmp_dir = runtime.settings.data_dir if runtime.settings.is_embedded else None
     fd, name = tempfile.mkstemp(suffix=".csv", dir=tmp_dir)
     tmp_path = Path(name)
@@ -136,6 +149,7 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
             output_key=key,
             message=message,
             webhook_payload=payload,
+            output_urls_expire_at=expire_at,
         )
         if not finished:  # cancelled while this finaliser ran: the next pass finalises it
             batch_lifecycle.release_finalization(session, batch_id)

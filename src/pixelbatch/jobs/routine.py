@@ -189,7 +189,7 @@ def record(
         if not recorded:
             cancelled = images.is_cancelled(session, outcome.image_id)
             if cancelled and outcome.success is not None and storage is not None:
-                storage.delete(outcome.success.output_key)
+                _remove(storage, outcome.success.output_key)
             log.info(
                 "image %s %s",
                 outcome.image_id,
@@ -216,6 +216,15 @@ def _count(outcome: Outcome, recorded: int, host_classes: dict[str, str]) -> Non
         failed_stage=outcome.failed_stage,
         host_class=host_class(outcome.url, host_classes) if outcome.failed_stage else "",
     )
+
+
+def _remove(storage: Storage, key: str) -> None:
+    """Best effort: an object store that fails to delete leaves an orphan object (removed
+    with its batch), never an unrecorded outcome or a failed chunk."""
+    try:
+        storage.delete(key)
+    except PixelbatchError as exc:
+        log.warning("could not remove %s of a cancelled image: %s", key, exc.message)
 
 
 def _log_finished(outcome: Outcome) -> None:

@@ -36,6 +36,15 @@ class Storage(Protocol):
         """Remove the object; a missing one is not an error."""
         ...
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under prefix; returns how many."""
+        ...
+
+    def read_into(self, key: str, target: IO[bytes]) -> None:
+        """Copy the object's bytes into ``target`` (the CLI's ``--out``); a missing object
+        raises ``NotFound`` (local) or ``StorageError`` (object store)."""
+        ...
+
     def local_path(self, key: str) -> Path | None:
         """A path on this machine for the object, when the backend has one."""
         ...
@@ -44,4 +53,19 @@ class Storage(Protocol):
         """The URL clients read ``key`` at; ``base`` (``Runtime.public_base``) replaces the
         backend's default base where the backend serves through the API. A ``file:`` base
         means no server: a backend on this machine's disk answers the file's own URL."""
+        ...
+
+    def url_lifetime(self, base: str | None = None) -> int | None:
+        """How long a URL from ``url(key, base)`` stays valid, in seconds; None: it does not
+        expire (unsigned, a public base, or a local file)."""
+        ...
+
+    def redirect_url(self, key: str, download_name: str | None = None) -> str | None:
+        """Where the API redirects a reader it has authorised (a fresh URL straight to the
+        store); None when the API serves the bytes itself from ``local_path``."""
+        ...
+
+    def check(self) -> str:
+        """Verify the store is reachable and writable (``pixelbatch storage check``); returns
+        what was checked, raises ``PixelbatchError`` with a one-line reason."""
         ...

@@ -19,4 +19,18 @@ def storage_from_settings(settings: Settings, signer: UrlSigner | None = None) -
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalStorage(Path(parsed.path), settings.resolved_public_url, signer)
-    raise InvalidInput(f"unsupported storage URL scheme: {parsed.scheme!r}")
+    if parsed.scheme == "s3":
+        # Imported here: boto3 takes a while to import and the embedded default never needs it.
+        from pixelbatch.storage.s3 import S3Storage, parse_s3_url
+
+        return S3Storage(
+            parse_s3_url(url),
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            region=settings.s3_region,
+            url_ttl=settings.signed_url_ttl,
+            public_base_url=settings.public_base_url,
+        )
+    raise InvalidInput(
+        f"unsupported storage URL scheme: {parsed.scheme!r} (expected file:// or s3://)"
+    )

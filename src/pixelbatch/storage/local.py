@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from pixelbatch.auth.urls import UrlSigner
-from pixelbatch.errors import NotFound
+from pixelbatch.errors import NotFound, PixelbatchError
 from pixelbatch.storage.base import StoredObject, validate_key
 
 
@@ -44,6 +44,21 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under prefix; returns how many."""
+        top = self._path(prefix.rstrip("/"))
+        if not top.is_dir():
+            return 0
+        files = [p for p in top.rglob("*") if p.is_file()]
+        shutil.rmtree(top, ignore_errors=True)
+        return len(files)
+
+    def read_into(self, key: str, target: IO[bytes]) -> None:
+        path = self.local_path(key)
+        assert path is not None
+        with path.open("rb") as fh:
+            shutil.copyfileobj(fh, target, 1024 * 1024)
+
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         if not path.is_file():
@@ -57,3 +72,22 @@ class LocalStorage:
         root = base.rstrip("/") if base else self.public_base_url
         url = f"{root}/files/{validate_key(key)}"
         return f"{url}?{self.signer.query(key)}" if self.signer is not None else url
+
+    def url_lifetime(self, base: str | None = None) -> int | None:
+        if self.signer is None or (base is not None and base.startswith("file:")):
+            return None
+        return self.signer.ttl
+
+    def redirect_url(self, key: str, download_name: str | None = None) -> str | None:
+        return None  # the API serves the file itself
+
+    def check(self) -> str:
+        probe = self.root / ".pixelbatch-check"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise PixelbatchError(
+                f"{self.root} is not writable: {exc.strerror}", code="storage_error"
+            ) from exc
+        return f"{self.root.resolve()} is writable"

@@ -196,6 +196,30 @@ def test_an_image_stored_just_before_the_cancel_is_removed_when_it_cannot_be_rec
     del second
 
 
+def test_a_store_that_cannot_delete_leaves_the_cancelled_outcome_unrecorded_without_failing(
+    runtime: Runtime,
+    slow_server: ImageServer,
+    runner: TransformRunner,
+    s3_endpoint: str,
+    s3_bucket: str,
+) -> None:
+    """Object storage (moto's real S3 API) whose delete fails (the bucket is gone): the
+    removal is best effort, so the recording still answers instead of failing the chunk."""
+    from pixelbatch.storage.s3 import S3Location, S3Storage
+
+    batch_id = upload(runtime, _catalog(slow_server)[:1])
+    tenant = batch_of(runtime.sessions, batch_id).tenant
+    first, second = claim_all(runtime, "w")
+    outcome = routine.produce(first, runtime.fetcher, runtime.storage, runner)
+    assert outcome.success is not None
+    batches.cancel_batch(runtime, batch_id, tenant=tenant)
+    gone = S3Storage(S3Location(s3_bucket + "-gone", ""), endpoint_url=s3_endpoint, max_attempts=1)
+
+    assert routine.record(runtime.sessions, outcome, "w", gone) is False
+    assert image_statuses(runtime.sessions, batch_id) == {"CANCELLED": 2}
+    del second
+
+
 # --------------------------------------------------------------------------- every end's webhook
 
 

@@ -282,3 +282,25 @@ def test_a_redelivered_chunk_records_nothing_twice_and_overwrites_its_outputs(
     assert read_output_csv(runtime, batch_id) == csv_before
     batch = batch_of(runtime.sessions, batch_id)
     assert (batch.images_done, batch.images_failed, batch.images_total) == (2, 0, 2)
+
+
+def test_an_image_whose_store_fails_for_good_fails_with_storage_error(
+    runtime: Runtime,
+    image_server: ImageServer,
+    runner: TransformRunner,
+    s3_endpoint: str,
+    s3_bucket: str,
+) -> None:
+    """A real S3 API (moto) that answers NoSuchBucket on every try: after the bounded
+    retries the image fails with ``storage_error``, it is not silently lost."""
+    from pixelbatch.storage.s3 import S3Location, S3Storage
+
+    upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
+    [item] = claim_all(runtime, "w")
+    gone = S3Storage(S3Location(s3_bucket + "-gone", ""), endpoint_url=s3_endpoint, max_attempts=2)
+
+    outcome = routine.produce(item, runtime.fetcher, gone, runner)
+
+    assert outcome.success is None
+    assert outcome.error_code == "storage_error"
+    assert outcome.error_message is not None and "no such bucket" in outcome.error_message
