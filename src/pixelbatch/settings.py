@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     chunk_time_limit: float = Field(600.0, gt=30)
     worker_max_memory_mb: int = Field(600, ge=64)
 
+    # Retention: finished batches (rows and stored files) are deleted this many days after
+    # they finished, by the sweeper; None (the default) keeps everything.
+    retention_days: int | None = Field(None, ge=1, le=36500)
+
     # Webhooks.
     webhook_secret: SecretStr | None = None
     webhook_timeout: float = Field(10.0, gt=0)

@@ -276,6 +276,18 @@ def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> sc
     return _summary(request, batches.cancel_batch(runtime, request_id, tenant=who.tenant))
 
 
+@router.delete(
+    "/api/batches/{request_id}",
+    status_code=204,
+    response_class=Response,
+    responses=ERROR_RESPONSES,
+    summary="Delete a batch with its stored files (a running one is cancelled first)",
+)
+def delete(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> Response:
+    batches.delete_batch(_runtime(request), request_id, tenant=who.tenant)
+    return Response(status_code=204)
+
+
 @router.post(
     "/api/batches/{request_id}/retry",
     responses=ERROR_RESPONSES,

@@ -109,7 +109,9 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
         tmp_path.unlink(missing_ok=True)
     with transaction(runtime.sessions) as session:
         batch = session.get(Batch, batch_id)
-        assert batch is not None
+        if batch is None:  # deleted while this finaliser ran: leave nothing behind
+            runtime.storage.delete(key)
+            return False
         status = (
             BatchStatus.CANCELLED
             if cancelled
