@@ -65,7 +65,7 @@ class Rig:
             self._start_turbojpeg()
         if "embedded" in self.cfg.modes:
             self._start_embedded(warm)
-        if "dist1" in self.cfg.modes or "dist2" in self.cfg.modes:
+        if {"dist1", "dist2", "kill_recovery"} & set(self.cfg.modes):
             self._start_distributed(warm)
 
     def _start_floors(self) -> None:
