@@ -17,8 +17,10 @@ E2E_MODULES = frozenset(
     {
         "bench/test_bench_smoke.py",
         "distributed/test_cluster.py",
+        "distributed/test_kill_recovery.py",
         "distributed/test_readme.py",
         "integration/test_api_batch.py",
+        "integration/test_api_delete.py",
         "integration/test_api_upload_rejections.py",
         "integration/test_auth.py",
         "integration/test_cli.py",
@@ -26,6 +28,7 @@ E2E_MODULES = frozenset(
         "integration/test_hostile_http.py",
         "integration/test_restart.py",
         "integration/test_schemathesis.py",
+        "integration/test_slow_alive_worker.py",
     }
 )
 

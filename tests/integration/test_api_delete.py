@@ -107,9 +107,13 @@ def test_delete_removes_every_row_and_object_of_the_batch_only(
             kept = _upload(client, [["1", "C", f"{u}/p3.jpg"]], **hook)
             for batch_id in (doomed, kept):
                 assert support.wait_final(client, batch_id)["status"] == "COMPLETED"
-            deadline = time.monotonic() + 20
-            while len(sink.received) < 2:  # both webhooks sent: attempts rows exist
+            deadline = time.monotonic() + 30
+            # Both webhooks delivered and their attempts recorded (just after the answer).
+            while len(sink.received) < 2 or not _rows(data_dir, kept)["webhook_attempts"]:
                 assert time.monotonic() < deadline, "webhooks not delivered"
+                time.sleep(0.1)
+            while not _rows(data_dir, doomed)["webhook_attempts"]:
+                assert time.monotonic() < deadline, "webhook attempt not recorded"
                 time.sleep(0.1)
             image_key = f"{doomed}/0000002-01.jpg"
             before = _stored(data_dir, doomed)
