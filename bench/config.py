@@ -28,6 +28,7 @@ MODES = (
     "dist1",
     "dist2",
     "dist2s3",
+    "kill_recovery",
     "large_csv",
 )
 

@@ -105,6 +105,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         if str(m["role"]).startswith(("worker", "embedded"))
     ]
     add("peak RSS per worker process (MB)", max(workers, default=None), "<=", 300)
+    kill = report.get("kill_recovery")
+    if kill:
+        add("kill-recovery delay, 1 of 2 workers SIGKILLed (s)", kill["delay_s"], "<=", 15.0)
     large = report.get("large_csv", {})
     if large:
         rows = next(iter(large.values()))["rows"]
@@ -181,6 +184,14 @@ def print_report(report: dict[str, Any], path: Path) -> None:
             f"(RSS {v['rss_before_mb']} → {v['rss_after_mb']}); cancel "
             f"{v.get('cancel_attempts')} in {v.get('cancel_s')} s → "
             f"{v.get('status_after_cancel')}"
+        )
+    kill = report.get("kill_recovery")
+    if kill:
+        print(
+            f"kill recovery ({kill['images']} images, {kill['workers']} workers; {kill['killed']}"
+            f" at {kill['killed_at_done']} done, back in {kill['restart_s']} s): unkilled "
+            f"{kill['unkilled_s']} s, killed {kill['killed_s']} s → delay {kill['delay_s']} s "
+            f"(ratio {kill['ratio']})"
         )
     print()
     print("targets:")

@@ -79,7 +79,7 @@ class Rig:
             self.embedded_nometrics = self._start_embedded(
                 warm, "embedded_nometrics", {"PIXELBATCH_METRICS_ENABLED": "false"}
             )
-        if "dist1" in self.cfg.modes or "dist2" in self.cfg.modes:
+        if {"dist1", "dist2", "kill_recovery"} & set(self.cfg.modes):
             self._start_distributed(warm)
         if "dist2s3" in self.cfg.modes:
             self._start_distributed_s3(warm)

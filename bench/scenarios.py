@@ -22,6 +22,7 @@ from bench import floor as floor_mod
 from bench import procs
 from bench.config import CACHE, Config, log
 from bench.distributed import Distributed
+from bench.kill_recovery import measure_kill_recovery
 from bench.large_csv import large_csv
 from bench.measure import StatusProbe, Workload, rate, run_batch, subset_count, workload
 from bench.report import summarise
@@ -71,6 +72,9 @@ def run(cfg: Config) -> dict[str, Any]:
         rig.start()
         for r in range(cfg.rounds):
             measure_round(rig, r)
+        if "kill_recovery" in cfg.modes and rig.dist is not None and rig.dist.api is not None:
+            log(cfg, "--- kill recovery")
+            rig.report["kill_recovery"] = measure_kill_recovery(rig, rig.dist, rig.dist.api)
         if "large_csv" in cfg.modes:
             measure_large_csv(rig)
     finally:

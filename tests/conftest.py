@@ -17,9 +17,11 @@ E2E_MODULES = frozenset(
     {
         "bench/test_bench_smoke.py",
         "distributed/test_cluster.py",
+        "distributed/test_kill_recovery.py",
         "distributed/test_readme.py",
         "distributed/test_s3_cluster.py",
         "integration/test_api_batch.py",
+        "integration/test_api_delete.py",
         "integration/test_api_upload_rejections.py",
         "integration/test_auth.py",
         "integration/test_cli.py",
@@ -30,6 +32,7 @@ E2E_MODULES = frozenset(
         "integration/test_s3_readme.py",
         "integration/test_s3_serve.py",
         "integration/test_schemathesis.py",
+        "integration/test_slow_alive_worker.py",
     }
 )
 

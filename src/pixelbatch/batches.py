@@ -18,6 +18,7 @@ from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
 from pixelbatch.jobs.finalize import finalize_batch
+from pixelbatch.jobs.removal import remove_batch
 from pixelbatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,19 @@ def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch
     except Exception:
         log.exception("could not finalise cancelled batch %s; the sweeper will", batch_id)
     return get_batch(runtime, batch_id, tenant=tenant)
+
+
+def delete_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str | None) -> int:
+    """Delete a batch, its rows and its stored files, cancelling it first if it runs;
+    returns how many stored objects went. ``tenant`` None is the operator (the CLI): any
+    batch. Afterwards the id answers ``NotFound`` like one that never existed."""
+    with reading(runtime.sessions) as session:
+        if tenant is None:
+            if session.get(Batch, batch_id) is None:
+                raise NotFound(f"no batch with request id {batch_id}")
+        else:
+            _owned(session, batch_id, tenant)
+    return remove_batch(runtime, batch_id)
 
 
 def retry_failed(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> tuple[Batch, int]:

@@ -103,12 +103,16 @@ class Settings(BaseSettings):
 
     # Work distribution.
     chunk_size: int = Field(16, ge=1)
-    lease_seconds: float = Field(120.0, gt=0)
+    # Short leases, renewed by a heartbeat every third while the image (or the batch's
+    # finalisation) is worked on: a live worker keeps them however long the work takes, a
+    # dead one's come back within one lease (plus a sweep to ring for them).
+    lease_seconds: float = Field(10.0, gt=0, le=3600)
     poll_interval: float = Field(1.0, gt=0)
-    finalize_lease_seconds: float = Field(300.0, gt=0)
-    # Distributed mode: how often a worker sweeps for work whose message was lost, how many
-    # doorbell messages keep the queue moving, and the hard time limit of one chunk.
-    sweep_interval: float = Field(15.0, gt=0)
+    finalize_lease_seconds: float = Field(15.0, gt=0, le=3600)
+    # Distributed mode: how often a worker sweeps for work whose message was lost (or whose
+    # leases ran out), how many doorbell messages keep the queue moving, and the hard time
+    # limit of one chunk.
+    sweep_interval: float = Field(5.0, gt=0)
     dispatch_fanout: int = Field(32, ge=1)
     chunk_time_limit: float = Field(600.0, gt=30)
     worker_max_memory_mb: int = Field(600, ge=64)
@@ -123,6 +127,9 @@ class Settings(BaseSettings):
     # "host-suffix=class" entries: the bounded host_class label of download failures.
     metrics_host_classes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_format: Literal["text", "json"] = "text"
+    # Retention: finished batches (rows and stored files) are deleted this many days after
+    # they finished, by the sweeper; None (the default) keeps everything.
+    retention_days: int | None = Field(None, ge=1, le=36500)
 
     # Webhooks.
     webhook_secret: SecretStr | None = None

@@ -77,6 +77,7 @@ CROSS_TENANT_PROBES = [
     ("GET", "/api/batches/{}/output.csv"),
     ("POST", "/api/batches/{}/cancel"),
     ("POST", "/api/batches/{}/retry"),
+    ("DELETE", "/api/batches/{}"),
 ]
 # Differ between any two responses, whoever asks.
 VOLATILE_HEADERS = {"date"}
@@ -159,7 +160,7 @@ def test_keys_tenants_signed_urls_and_rate_limits(
             theirs = client.request(method, path.format(acme_id), headers=_bearer(globex))
             nobody = client.request(method, path.format(UNKNOWN), headers=_bearer(globex))
             _assert_same_answer(theirs, acme_id, nobody, UNKNOWN)
-        # ... and its cancel and retry changed nothing.
+        # ... and its cancel, retry and delete changed nothing.
         again = client.get(f"/api/status/{acme_id}", headers=_bearer(acme)).json()
         assert again["status"] == "COMPLETED" and again["updated_at"] == status["updated_at"]
         assert client.get("/api/batches", headers=_bearer(globex)).json()["total"] == 0

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Header, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelbatch import batches, intake
@@ -259,6 +259,18 @@ def list_images(
 def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> schemas.BatchSummary:
     runtime = runtime_of(request)
     return _summary(request, batches.cancel_batch(runtime, request_id, tenant=who.tenant))
+
+
+@router.delete(
+    "/api/batches/{request_id}",
+    status_code=204,
+    response_class=Response,
+    responses=ERROR_RESPONSES,
+    summary="Delete a batch with its stored files (a running one is cancelled first)",
+)
+def delete(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> Response:
+    batches.delete_batch(runtime_of(request), request_id, tenant=who.tenant)
+    return Response(status_code=204)
 
 
 @router.post(

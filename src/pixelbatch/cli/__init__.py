@@ -1,6 +1,6 @@
 """Command line: thin faces over the services; each module holds one group of commands."""
 
-from pixelbatch.cli import database, keys, processing, secrets, serving, storage
+from pixelbatch.cli import batches, database, keys, processing, secrets, serving, storage
 from pixelbatch.cli.common import app
 
-__all__ = ["app", "database", "keys", "processing", "secrets", "serving", "storage"]
+__all__ = ["app", "batches", "database", "keys", "processing", "secrets", "serving", "storage"]

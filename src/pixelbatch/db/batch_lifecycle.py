@@ -63,6 +63,17 @@ def claim_finalization(session: Session, batch_id: uuid.UUID, lease_seconds: flo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def renew_finalization(session: Session, batch_id: uuid.UUID, lease_seconds: float) -> bool:
+    """Extend a finaliser's lease while it writes the output CSV (its heartbeat); False once
+    the batch is finalised, gone, or its lease was given back."""
+    result = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.finalizer_lease_until.is_not(None), _unfinalised())
+        .values(finalizer_lease_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def release_finalization(session: Session, batch_id: uuid.UUID) -> None:
     """Give the finaliser lease back at once (the batch changed under its finaliser, e.g. it
     was cancelled), so the next pass finalises it without waiting for the lease to run out."""

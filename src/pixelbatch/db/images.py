@@ -221,10 +221,11 @@ def still_held(session: Session, image_id: int, owner: str) -> bool:
     return held is not None
 
 
-def is_cancelled(session: Session, image_id: int) -> bool:
-    return session.scalar(select(Image.status).where(Image.id == image_id)) == (
-        ImageStatus.CANCELLED
-    )
+def cancelled_or_gone(session: Session, image_id: int) -> bool:
+    """Whether the image will never be recorded as done: cancelled, or deleted with its
+    batch. (An image another worker took over is neither: its output key is shared.)"""
+    status = session.scalar(select(Image.status).where(Image.id == image_id))
+    return status is None or status == ImageStatus.CANCELLED
 
 
 def lease_owners(session: Session, batch_id: uuid.UUID | None = None) -> list[str]:

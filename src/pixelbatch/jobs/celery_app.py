@@ -33,6 +33,7 @@ from pixelbatch.db.outbox import count_due_deliveries
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.memory import tune_malloc
+from pixelbatch.jobs.removal import remove_expired
 from pixelbatch.jobs.routine import process_chunk
 from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
 from pixelbatch.runtime import Runtime
@@ -256,6 +257,7 @@ class Sweeper:
             due_webhooks += 1
         if due_webhooks:
             ring_webhooks()
+        remove_expired(self.runtime)
 
 
 _sweeper: Sweeper | None = None

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +19,7 @@ from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import ClaimedImage, claim_images, lease_owners, release_leases
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
+from pixelbatch.jobs.removal import remove_expired
 from pixelbatch.jobs.routine import handle_image
 from pixelbatch.jobs.transform_pool import TransformPool
 from pixelbatch.runtime import Runtime
@@ -157,12 +159,17 @@ class EmbeddedWorker:
             self._wake.set()
 
     def _maintenance_loop(self) -> None:
-        """Finish batches whose finaliser died (crash recovery)."""
+        """Finish batches whose finaliser died (crash recovery); a server (not a one-batch
+        ``pixelbatch process``) also applies retention, every ``sweep_interval``."""
         settings = self.runtime.settings
+        next_retention = time.monotonic()
         while not self._stop.wait(settings.poll_interval):
             try:
                 for batch_id in finalize_ready_batches(self.runtime, only=self.batch_id):
                     log.info("recovered finalisation of batch %s", batch_id)
+                if self.batch_id is None and time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + settings.sweep_interval
+                    remove_expired(self.runtime)
             except Exception:
                 log.exception("maintenance pass failed; retrying")
 

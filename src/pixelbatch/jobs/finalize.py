@@ -14,6 +14,7 @@ from pixelbatch.catalog import CsvDialect, OutputRow, format_image_error, write_
 from pixelbatch.db import batch_lifecycle
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product
+from pixelbatch.jobs.leases import heartbeat, renewal_period
 from pixelbatch.runtime import Runtime
 from pixelbatch.telemetry import instruments as metrics
 
@@ -109,6 +110,26 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
         extra_columns = list(batch.extra_columns)
         dialect = CsvDialect.from_json(batch.csv_dialect)
         base = runtime.public_base(batch.public_url)
+
+    def renew() -> None:
+        with transaction(runtime.sessions) as session:
+            batch_lifecycle.renew_finalization(session, batch_id, lease)
+
+    # The finaliser's lease is short, so a dead finaliser's batch is taken over within
+    # seconds; a heartbeat keeps it while a large batch's CSV is written.
+    with heartbeat(renewal_period(lease), renew, f"pixelbatch-finalize-{batch_id}"):
+        return _write_and_complete(runtime, batch_id, cancelled, extra_columns, dialect, base)
+
+
+def _write_and_complete(
+    runtime: Runtime,
+    batch_id: uuid.UUID,
+    cancelled: bool,
+    extra_columns: list[str],
+    dialect: CsvDialect,
+    base: str,
+) -> bool:
+    """Write the output CSV to storage, then set the final state and queue the webhook."""
     key = output_csv_key(batch_id)
     expire_at = _urls_expire_at(runtime, base)
     tmp_dir = runtime.settings.data_dir if runtime.settings.is_embedded else None
@@ -123,7 +144,9 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
         tmp_path.unlink(missing_ok=True)
     with transaction(runtime.sessions) as session:
         batch = session.get(Batch, batch_id)
-        assert batch is not None
+        if batch is None:  # deleted while this finaliser ran: leave nothing behind
+            runtime.storage.delete(key)
+            return False
         status = (
             BatchStatus.CANCELLED
             if cancelled

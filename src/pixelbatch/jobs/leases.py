@@ -1,14 +1,19 @@
-"""Keep the leases of in-flight images alive while they are worked on.
+"""Keep the leases of in-flight images (and of a batch being finalised) alive while they
+are worked on.
 
-A lease is short so that a dead worker's images come back quickly; a live worker renews
-the leases it holds every third of the lease, from a background thread.
+A lease is short (``LEASE_SECONDS``, 10 s by default) so that a dead worker's images come
+back within seconds; a live worker renews the leases it holds every third of the lease from
+a background thread, however long a download or transform takes, and retries every second
+while the database does not answer. Recording stays a conditional UPDATE on the lease
+owner, so even a lease lost during a long outage is never recorded twice.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from pixelbatch.db import images
 from pixelbatch.db.engine import transaction
@@ -84,9 +89,52 @@ class LeaseKeeper:
             )
 
     def _loop(self) -> None:
-        every = max(0.2, self.runtime.settings.lease_seconds / 3)
-        while not self._stop.wait(every):
+        every = renewal_period(self.runtime.settings.lease_seconds)
+        wait = every
+        while not self._stop.wait(wait):
             try:
                 self.renew()
-            except Exception:
-                log.exception("could not renew leases; retrying")
+            except Exception as exc:
+                # The database is unreachable (an outage, a failover): retry soon, so that
+                # the leases are renewed as soon as it answers, before they run out if it can.
+                log.warning(
+                    "could not renew %d leases (%s); retrying", len(self), type(exc).__name__
+                )
+                wait = min(every, RETRY_AFTER_FAILURE)
+            else:
+                wait = every
+
+
+# How soon a failed renewal is tried again.
+RETRY_AFTER_FAILURE = 1.0
+
+
+def renewal_period(lease_seconds: float) -> float:
+    """Renew every third of the lease: two renewals may fail before a live holder loses it."""
+    return max(0.1, lease_seconds / 3)
+
+
+@contextmanager
+def heartbeat(period: float, beat: Callable[[], object], name: str) -> Iterator[None]:
+    """Call ``beat`` every ``period`` seconds from a thread while the block runs: a lease
+    held for work of unknown length (a large batch's output CSV) stays short for a dead
+    holder and never runs out under a live one. A failed beat is logged and tried again."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        wait = period
+        while not stop.wait(wait):
+            try:
+                beat()
+                wait = period
+            except Exception as exc:
+                log.warning("%s: heartbeat failed (%s); retrying", name, type(exc).__name__)
+                wait = min(period, RETRY_AFTER_FAILURE)
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)

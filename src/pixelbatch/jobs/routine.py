@@ -167,8 +167,9 @@ def record(
     """Record the outcome once; returns True when this recording completed its batch.
 
     An abandoned outcome records nothing. A stored image whose recording finds it cancelled
-    (the cancel came between the last boundary and the store) is removed from ``storage``:
-    nothing stays stored for an image that is not recorded as done. The metrics count an
+    (the cancel came between the last boundary and the store) or deleted with its batch
+    (after ``delete_prefix`` ran) is removed from ``storage``: nothing stays stored for an
+    image that is not recorded as done. The metrics count an
     image here, after its recording committed: a re-leased image is counted by the worker
     whose recording won, never twice."""
     if outcome.abandoned:
@@ -187,13 +188,13 @@ def record(
                 outcome.duration_ms,
             )
         if not recorded:
-            cancelled = images.is_cancelled(session, outcome.image_id)
-            if cancelled and outcome.success is not None and storage is not None:
+            unwanted = images.cancelled_or_gone(session, outcome.image_id)
+            if unwanted and outcome.success is not None and storage is not None:
                 _remove(storage, outcome.success.output_key)
             log.info(
                 "image %s %s",
                 outcome.image_id,
-                "was cancelled" if cancelled else "was already recorded by another worker",
+                "was cancelled or deleted" if unwanted else "was recorded by another worker",
             )
             return False
         batch = session.get(Batch, outcome.batch_id)

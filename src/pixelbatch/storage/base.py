@@ -14,6 +14,15 @@ from pixelbatch.errors import InvalidInput
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
 
+def validate_prefix(prefix: str) -> str:
+    """A prefix to delete under: a valid key ending in ``/``, so that ``"{id}/"`` never
+    matches the keys of another batch whose id merely starts the same way."""
+    if not prefix.endswith("/"):
+        raise InvalidInput(f"invalid storage prefix: {prefix[:80]!r}", code="invalid_key")
+    validate_key(prefix.rstrip("/"))
+    return prefix
+
+
 def validate_key(key: str) -> str:
     if len(key) > 255 or not _KEY_RE.match(key) or ".." in key:
         raise InvalidInput(f"invalid storage key: {key[:80]!r}", code="invalid_key")
@@ -37,7 +46,8 @@ class Storage(Protocol):
         ...
 
     def delete_prefix(self, prefix: str) -> int:
-        """Remove every object under prefix; returns how many."""
+        """Remove every object whose key starts with ``prefix`` (a batch's ``"{id}/"``);
+        returns how many. Nothing under it is not an error (0)."""
         ...
 
     def read_into(self, key: str, target: IO[bytes]) -> None:

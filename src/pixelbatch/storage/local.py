@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -11,7 +12,7 @@ from typing import IO
 
 from pixelbatch.auth.urls import UrlSigner
 from pixelbatch.errors import NotFound, PixelbatchError
-from pixelbatch.storage.base import StoredObject, validate_key
+from pixelbatch.storage.base import StoredObject, validate_key, validate_prefix
 
 
 class LocalStorage:
@@ -45,13 +46,26 @@ class LocalStorage:
         self._path(key).unlink(missing_ok=True)
 
     def delete_prefix(self, prefix: str) -> int:
-        """Remove every object under prefix; returns how many."""
-        top = self._path(prefix.rstrip("/"))
+        """Every file under the prefix's directory (temporary files of a write in progress
+        too, uncounted), then the emptied directories. A file written meanwhile may stay:
+        its writer removes it when it finds its record gone (``jobs.routine.record``)."""
+        top = self.root / validate_prefix(prefix).rstrip("/")
         if not top.is_dir():
             return 0
-        files = [p for p in top.rglob("*") if p.is_file()]
-        shutil.rmtree(top, ignore_errors=True)
-        return len(files)
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+            for name in filenames:
+                try:
+                    (Path(dirpath) / name).unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 0 if name.startswith(".tmp-") else 1
+            for name in dirnames:
+                with contextlib.suppress(OSError):  # not empty: a write landed meanwhile
+                    (Path(dirpath) / name).rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+        return removed
 
     def read_into(self, key: str, target: IO[bytes]) -> None:
         path = self.local_path(key)

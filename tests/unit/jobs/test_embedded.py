@@ -137,11 +137,12 @@ def test_stopping_hands_back_the_images_it_had_not_started(
 
 
 def test_an_image_it_could_not_record_goes_back_at_once_not_after_its_lease(
-    runtime: Runtime, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+    make_runtime: RuntimeFactory, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The database refuses the first recording (a fault injected at the one call: the
-    # database stays real), then recovers. The lease is the default 120 s: the image can
-    # only finish within the wait below if the worker handed it back when recording failed.
+    # database stays real), then recovers. The lease is a long 120 s: the image can only
+    # finish within the wait below if the worker handed it back when recording failed.
+    runtime = make_runtime(transform_workers=1, fetch_concurrency=2, lease_seconds=120)
     real = images.record_success
     failures: list[int] = []
 

@@ -4,7 +4,9 @@ recovery of a batch whose finaliser died, and finalisers racing for one batch.""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from typing import IO
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +17,15 @@ from pixelbatch.db.models import BatchStatus, WebhookDelivery
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs.finalize import final_status, finalize_batch, finalize_ready_batches
 from pixelbatch.runtime import Runtime
-from tests.unit.jobs.helpers import batch_of, read_output_csv, record_all, upload, urls
+from pixelbatch.storage import StoredObject
+from tests.unit.jobs.helpers import (
+    RuntimeFactory,
+    batch_of,
+    read_output_csv,
+    record_all,
+    upload,
+    urls,
+)
 
 
 def _deliveries(runtime: Runtime, batch_id: uuid.UUID) -> list[WebhookDelivery]:
@@ -179,3 +189,32 @@ def test_racing_finalisers_finalise_once(runtime: Runtime, image_server: ImageSe
     assert batch_of(runtime.sessions, batch_id).status == BatchStatus.COMPLETED
     assert len(_deliveries(runtime, batch_id)) == 1
     assert len(read_output_csv(runtime, batch_id)) == 1
+
+
+def test_a_slow_finaliser_keeps_its_short_lease_and_a_dead_ones_is_taken_over(
+    make_runtime: RuntimeFactory, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finaliser's lease is short (a dead finaliser's batch is taken over within
+    seconds) and its heartbeat keeps it while the CSV takes several leases to store."""
+    runtime = make_runtime(finalize_lease_seconds=0.6)
+    slow = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
+    record_all(runtime)
+    real_put = runtime.storage.put_file
+    probes: list[list[uuid.UUID]] = []
+
+    def slow_put(key: str, source: IO[bytes], content_type: str) -> StoredObject:
+        if not probes:  # the first store only: the storage stays real, only slower
+            time.sleep(2.0)  # over three leases
+            probes.append(finalize_ready_batches(runtime))  # another worker's recovery pass
+        return real_put(key, source, content_type)
+
+    monkeypatch.setattr(runtime.storage, "put_file", slow_put)
+    assert finalize_batch(runtime, slow)
+    assert probes == [[]]
+
+    dead = upload(runtime, [["1", "Lamp", urls(image_server, "/b.jpg")]])
+    record_all(runtime)
+    _claim_finalisation(runtime, dead, lease_seconds=0.6)  # claimed, then its holder died
+    assert finalize_ready_batches(runtime) == []
+    time.sleep(0.8)
+    assert finalize_ready_batches(runtime) == [dead]

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from pixelbatch.db import images
 from pixelbatch.db.engine import transaction
@@ -117,3 +120,35 @@ def test_the_background_thread_keeps_leases_alive_until_stopped(
     wait_for(lambda: bool(claim_all(runtime, "other")), timeout=5)
     assert time.monotonic() - stopped_at < 1.5
     assert _leases(runtime)[item.id][0] == "other"
+
+
+def test_renewals_that_fail_are_retried_within_a_second(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database outage makes renewals fail: they are retried every second, not every third
+    of a lease, so the lease is renewed as soon as the database answers again."""
+    runtime = make_runtime(lease_seconds=9.0)  # renewed every 3 s
+    new_batch(runtime.sessions, 1)
+    [item] = claim_all(runtime, "keeper", lease_seconds=9.0)
+    real = images.renew_leases
+    calls: list[float] = []
+
+    def down_twice(session: Session, **kwargs: Any) -> int:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:  # the outage: only this call fails, the database stays real
+            raise OperationalError("UPDATE images", {}, Exception("database is down"))
+        return real(session, **kwargs)
+
+    monkeypatch.setattr(images, "renew_leases", down_twice)
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold([item.id])
+    started = time.monotonic()
+    keeper.start()
+    try:
+        wait_for(lambda: len(calls) >= 3, timeout=15)
+    finally:
+        keeper.stop()
+    # First try after 3 s, then a second apart (was: 3 s apart, renewed only at 9 s).
+    assert calls[2] - started < 7.5, [round(c - started, 2) for c in calls]
+    assert calls[2] - calls[1] < 2.0
+    assert _remaining(_leases(runtime)[item.id][1]) > 5

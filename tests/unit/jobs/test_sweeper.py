@@ -197,3 +197,26 @@ def test_sweep_rings_for_due_webhooks_only(runtime: Runtime, broker: Celery) -> 
     sweeper.sweep()
     assert _queued(broker, WEBHOOK_QUEUE) == 1
     assert _queued(broker, QUEUE) == 0
+
+
+def test_sweep_applies_retention_to_finished_batches_only(
+    make_runtime: RuntimeFactory, broker: Celery
+) -> None:
+    runtime = make_runtime(chunk_size=CHUNK, retention_days=2)
+    expired, recent = (new_batch(runtime.sessions, 1) for _ in range(2))
+    _record_every_image(runtime)
+    Sweeper(runtime).sweep()  # finalises both
+    running = new_batch(runtime.sessions, 1)
+    with transaction(runtime.sessions) as session:
+        for batch_id, days in ((expired, 3), (recent, 1), (running, 3)):
+            batch = session.get(Batch, batch_id)
+            assert batch is not None
+            batch.finished_at = utcnow() - timedelta(days=days)
+
+    Sweeper(runtime).sweep()
+
+    with transaction(runtime.sessions) as session:
+        left = set(session.scalars(select(Batch.id)))
+    assert left == {recent, running}
+    assert not (runtime.settings.outputs_dir / str(expired)).exists()
+    assert (runtime.settings.outputs_dir / str(recent) / "output.csv").exists()

@@ -1,0 +1,60 @@
+"""Deleting batches: one on request (``batches.delete_batch``), and those retention expires.
+
+One path for both: a running batch is cancelled first (its workers abandon their images at
+the next stage boundary and can no longer record them), then its stored objects go (all
+under ``"{batch_id}/"``: uploaded CSV, output images, output CSV), then its rows. Objects
+first, so that a failure leaves a batch that can be deleted again rather than objects no
+row points to; an object a worker in flight stores after this is removed by that worker
+when it finds its image gone (``jobs.routine.record``), and a finaliser's CSV likewise
+(``jobs.finalize``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from pixelbatch.db import batch_lifecycle, batch_removal
+from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import utcnow
+from pixelbatch.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Retention removes at most this many batches per sweep, so one pass over a large backlog
+# stays short and the rest goes on the next passes.
+RETENTION_CHUNK = 50
+
+
+def storage_prefix(batch_id: uuid.UUID) -> str:
+    return f"{batch_id}/"
+
+
+def remove_batch(runtime: Runtime, batch_id: uuid.UUID) -> int:
+    """Cancel the batch if it runs, remove its objects and rows; returns how many objects
+    were removed. Deleting a batch that is already gone removes nothing and is no error."""
+    with transaction(runtime.sessions) as session:
+        if batch_lifecycle.cancel_batch(session, batch_id):
+            log.info("batch %s cancelled to be deleted", batch_id)
+    removed = runtime.storage.delete_prefix(storage_prefix(batch_id))
+    with transaction(runtime.sessions) as session:
+        existed = batch_removal.delete_batch_rows(session, batch_id)
+    if existed:
+        log.info("batch %s deleted (%d stored objects removed)", batch_id, removed)
+    return removed
+
+
+def remove_expired(runtime: Runtime, limit: int = RETENTION_CHUNK) -> list[uuid.UUID]:
+    """Delete up to ``limit`` batches that finished more than ``PIXELBATCH_RETENTION_DAYS``
+    ago (nothing when retention is off); returns their ids."""
+    days = runtime.settings.retention_days
+    if days is None:
+        return []
+    with transaction(runtime.sessions) as session:
+        expired = batch_removal.expired_batches(session, utcnow() - timedelta(days=days), limit)
+    for batch_id in expired:
+        remove_batch(runtime, batch_id)
+    if expired:
+        log.info("retention: deleted %d batches finished over %s days ago", len(expired), days)
+    return expired
