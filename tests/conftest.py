@@ -17,6 +17,7 @@ E2E_MODULES = frozenset(
     {
         "bench/test_bench_smoke.py",
         "distributed/test_cluster.py",
+        "distributed/test_priority_cluster.py",
         "distributed/test_readme.py",
         "integration/test_api_batch.py",
         "integration/test_api_upload_rejections.py",
@@ -24,6 +25,7 @@ E2E_MODULES = frozenset(
         "integration/test_cli.py",
         "integration/test_cli_start.py",
         "integration/test_hostile_http.py",
+        "integration/test_priority.py",
         "integration/test_restart.py",
         "integration/test_schemathesis.py",
     }

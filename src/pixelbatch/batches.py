@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from pixelbatch.db import batch_lifecycle, batch_reads
 from pixelbatch.db.batch_reads import ErrorCount, ImageRow
 from pixelbatch.db.engine import reading, transaction
-from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, WebhookDelivery
+from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, Priority, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
 from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.runtime import Runtime
@@ -67,6 +67,7 @@ class Page(BaseModel):
 class BatchQuery(Page):
     limit: int = Field(50, ge=1, le=500)
     status: BatchStatus | None = None
+    priority: Priority | None = None
 
 
 class ImageQuery(Page):
@@ -77,7 +78,12 @@ class ImageQuery(Page):
 def list_batches(runtime: Runtime, query: BatchQuery, *, tenant: str) -> tuple[list[Batch], int]:
     with reading(runtime.sessions) as session:
         return batch_reads.batches_page(
-            session, tenant, offset=query.offset, limit=query.limit, status=query.status
+            session,
+            tenant,
+            offset=query.offset,
+            limit=query.limit,
+            status=query.status,
+            priority=query.priority,
         )
 
 

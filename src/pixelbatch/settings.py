@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     chunk_size: int = Field(16, ge=1)
     lease_seconds: float = Field(120.0, gt=0)
     poll_interval: float = Field(1.0, gt=0)
+    # How long a `low` batch waits (since its upload) before it competes as `normal`, so
+    # a stream of normal work cannot starve it forever (db.fair_share).
+    priority_aging_seconds: float = Field(600.0, gt=0)
     finalize_lease_seconds: float = Field(300.0, gt=0)
     # Distributed mode: how often a worker sweeps for work whose message was lost, how many
     # doorbell messages keep the queue moving, and the hard time limit of one chunk.

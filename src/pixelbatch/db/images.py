@@ -1,4 +1,4 @@
-"""The image state machine: claim (fairly across batches), renew, release, record once.
+"""The image state machine: claim (by priority, fairly), renew, release, record once.
 
 Every change is a conditional UPDATE whose WHERE clause says which state it expects, so a
 duplicate delivery, a lost lease or two workers racing change nothing twice: the loser's
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from pixelbatch.db import batch_lifecycle
+from pixelbatch.db import batch_lifecycle, fair_share
 from pixelbatch.db.models import (
     ACTIVE_BATCH_STATES,
     Batch,
@@ -58,43 +58,33 @@ def claim_images(
     limit: int,
     lease_seconds: float,
     batch_id: uuid.UUID | None = None,
+    aging_seconds: float | None = None,
 ) -> list[ClaimedImage]:
     """Lease up to ``limit`` images that are pending or whose lease ran out.
 
-    The limit is shared fairly across the active batches, oldest first, so one large batch
-    cannot starve the others.
+    Higher priorities first; within the top level that has work, an even share per tenant,
+    then per batch, counted in live leases (``db.fair_share``). ``aging_seconds``: how long
+    a ``low`` batch waits before it competes as ``normal`` (None: never). One statement
+    reads the field; then one claim per batch served, at most about ``limit`` of them.
     """
     if limit <= 0:
         return []
     now = utcnow()
-    batch_query = (
-        select(Batch.id, Batch.options)
-        .where(Batch.status.in_(ACTIVE_BATCH_STATES))
-        .order_by(Batch.created_at)
-        .limit(limit)
-    )
-    if batch_id is not None:
-        batch_query = batch_query.where(Batch.id == batch_id)
-    batches = session.execute(batch_query).all()
-    if not batches:
-        return []
-    per_batch = max(1, -(-limit // len(batches)))
+    field = fair_share.contenders(session, now, aging_seconds=aging_seconds, batch_id=batch_id)
     claimed: list[ClaimedImage] = []
-    # First an equal share each; then what is left goes to batches that had more to give.
-    hungry = []
-    for bid, options in batches:
-        take = min(per_batch, limit - len(claimed))
-        if take <= 0:
+    while len(claimed) < limit:
+        planned = fair_share.plan(field, limit - len(claimed))
+        if not planned:
             break
-        got = _claim_from_batch(session, bid, options, take, owner, now, lease_seconds)
-        claimed.extend(got)
-        if len(got) == take:
-            hungry.append((bid, options))
-    for bid, options in hungry:
-        take = limit - len(claimed)
-        if take <= 0:
-            break
-        claimed.extend(_claim_from_batch(session, bid, options, take, owner, now, lease_seconds))
+        for contender, take in planned:
+            got = _claim_from_batch(
+                session, contender.batch_id, contender.options, take, owner, now, lease_seconds
+            )
+            claimed.extend(got)
+            contender.live += len(got)
+            if len(got) < take:
+                # Exhausted (or the rest is locked by another claimer): plan without it.
+                contender.waiting = False
     return claimed
 
 
@@ -110,7 +100,7 @@ def _claim_from_batch(
     query = (
         select(Image.id, Image.url, Image.position, Product.row_number)
         .join(Product, Product.id == Image.product_id)
-        .where(Image.batch_id == batch_id, _claimable_now(now))
+        .where(Image.batch_id == batch_id, fair_share.claimable_now(now))
         .order_by(Image.id)
         .limit(take)
     )
@@ -143,16 +133,6 @@ def _claim_from_batch(
     ]
 
 
-def _claimable_now(now: datetime) -> Any:
-    return and_(
-        Image.duplicate_of.is_(None),
-        or_(
-            Image.status == ImageStatus.PENDING,
-            and_(Image.status == ImageStatus.PROCESSING, Image.lease_until < now),
-        ),
-    )
-
-
 def count_claimable(session: Session) -> int:
     """Images of active batches that no live lease covers: work waiting for a worker."""
     return int(
@@ -160,7 +140,7 @@ def count_claimable(session: Session) -> int:
             select(func.count())
             .select_from(Image)
             .join(Batch, Batch.id == Image.batch_id)
-            .where(Batch.status.in_(ACTIVE_BATCH_STATES), _claimable_now(utcnow()))
+            .where(Batch.status.in_(ACTIVE_BATCH_STATES), fair_share.claimable_now(utcnow()))
         )
         or 0
     )

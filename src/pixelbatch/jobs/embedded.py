@@ -136,6 +136,7 @@ class EmbeddedWorker:
                 limit=room,
                 lease_seconds=self.runtime.settings.lease_seconds,
                 batch_id=self.batch_id,
+                aging_seconds=self.runtime.settings.priority_aging_seconds,
             )
         self._leases.hold(item.id for item in items)
         for item in items:

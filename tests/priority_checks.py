@@ -1,0 +1,111 @@
+"""The priority and fairness scenarios, shared by the embedded and the distributed suites:
+each drives a running API over HTTP and reads what happened from the API's per-image
+detail (finish timestamps), so both modes are held to the same assertions."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from pixelbatch.demo.server import ImageServer, Route
+from tests import support
+
+PHOTOS = 40
+
+
+def photo_server(latency: float) -> ImageServer:
+    """A slow image server: every request waits ``latency`` seconds, so a large batch keeps
+    the workers busy long enough to be overtaken."""
+    server = ImageServer(latency=latency)
+    for i in range(PHOTOS):
+        server.add(f"/p{i}.jpg", Route(support.jpeg((160, 120), seed=i), "image/jpeg"))
+    return server
+
+
+def catalog(server: ImageServer, images: int, tag: str) -> bytes:
+    """``images`` distinct URLs (a query string per image, so none is a repeat)."""
+    rows = [
+        [str(i), f"{tag} {i}", f"{server.base_url}/p{i % PHOTOS}.jpg?{tag}={i}"]
+        for i in range(images)
+    ]
+    return support.csv_bytes(rows)
+
+
+def upload(
+    client: httpx.Client, body: bytes, priority: str | None = None, key: str | None = None
+) -> str:
+    data = {"priority": priority} if priority else {}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = client.post(
+        "/api/upload", files={"file": ("c.csv", body)}, data=data, headers=headers
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["request_id"])
+
+
+def finish_times(client: httpx.Client, request_id: str, key: str | None = None) -> list[datetime]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    times: list[datetime] = []
+    offset = 0
+    while True:
+        page = client.get(
+            f"/api/batches/{request_id}/images",
+            params={"offset": offset, "limit": 1000},
+            headers=headers,
+        ).json()
+        for item in page["items"]:
+            assert item["status"] == "DONE", item
+            times.append(datetime.fromisoformat(item["finished_at"]))
+        offset += len(page["items"])
+        if offset >= page["total"]:
+            return sorted(times)
+
+
+def wait_started(client: httpx.Client, request_id: str, done: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get(f"/api/status/{request_id}").json()["counts"]["images_done"] >= done:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"batch {request_id} did not start")
+
+
+def high_overtakes_normal(
+    client: httpx.Client, server: ImageServer, big_images: int, in_flight: int
+) -> dict[str, Any]:
+    """Upload a large normal batch, then, once it runs, a 10-image high one; both are
+    awaited. Checks the high batch finished first, started at once and left most of the
+    large batch's images for after it, finishing no more of the large batch meanwhile than
+    the ``in_flight`` images its workers can hold; returns the two statuses."""
+    big = upload(client, catalog(server, big_images, "big"))
+    wait_started(client, big, done=4)
+    high = upload(client, catalog(server, 10, "urgent"), priority="high")
+    high_status = support.wait_final(client, high, timeout=120)
+    big_at_high_finish = client.get(f"/api/status/{big}").json()
+    big_status = support.wait_final(client, big, timeout=300)
+    assert high_status["status"] == big_status["status"] == "COMPLETED"
+    assert high_status["priority"] == "high" and big_status["priority"] == "normal"
+    assert big_at_high_finish["status"] == "PROCESSING", "the high batch waited for the big one"
+    high_done = finish_times(client, high)
+    big_done = finish_times(client, big)
+    high_created = datetime.fromisoformat(high_status["created_at"])
+    high_started = datetime.fromisoformat(high_status["started_at"])
+    assert high_done[-1] < big_done[-1]
+    later = sum(1 for t in big_done if t > high_done[-1])
+    assert later >= big_images // 2, (
+        f"only {later} of the big batch's {big_images} images finished after the high batch"
+    )
+    # Leased at once: the high batch's first lease came before the big batch finished
+    # even a tenth of its images after that upload.
+    big_after_upload = [t for t in big_done if t > high_created]
+    assert high_started < big_after_upload[big_images // 10], (high_started, high_created)
+    # While the high batch ran, the big one finished only what it already held.
+    during = sum(1 for t in big_done if high_started <= t <= high_done[-1])
+    assert during <= in_flight, (
+        f"the big batch finished {during} images while the high one ran (at most the"
+        f" {in_flight} it held when the high one arrived)"
+    )
+    return {"high": high_status, "big": big_status}
