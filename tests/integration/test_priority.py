@@ -60,7 +60,7 @@ def test_a_high_batch_overtakes_a_large_normal_one(tmp_path: Path, photos: Image
     server = support.ServerProcess(tmp_path / "data", _env(photos)).start()
     try:
         with server.client() as client:
-            result = checks.high_overtakes_normal(client, photos, big_images=240, in_flight=4)
+            result = checks.high_overtakes_normal(client, photos, big_images=240, slots=4)
             high, big = result["high"]["request_id"], result["big"]["request_id"]
             listed = client.get("/api/batches", params={"priority": "high"}).json()
             assert [b["request_id"] for b in listed["items"]] == [high]
