@@ -15,7 +15,17 @@ from bench import corpus as corpus_mod
 
 CACHE = corpus_mod.CACHE
 RESULTS = CACHE / "results.json"
-MODES = ("floor", "floor1", "turbojpeg", "naive", "embedded", "dist1", "dist2", "large_csv")
+MODES = (
+    "floor",
+    "floor1",
+    "turbojpeg",
+    "naive",
+    "embedded",
+    "dist1",
+    "dist2",
+    "large_csv",
+    "priority",
+)
 
 
 @dataclass

@@ -63,7 +63,7 @@ class Rig:
         self._start_floors()
         if "turbojpeg" in self.cfg.modes:
             self._start_turbojpeg()
-        if "embedded" in self.cfg.modes:
+        if "embedded" in self.cfg.modes or "priority" in self.cfg.modes:
             self._start_embedded(warm)
         if "dist1" in self.cfg.modes or "dist2" in self.cfg.modes:
             self._start_distributed(warm)

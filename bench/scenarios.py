@@ -24,6 +24,7 @@ from bench.config import CACHE, Config, log
 from bench.distributed import Distributed
 from bench.large_csv import large_csv
 from bench.measure import StatusProbe, Workload, rate, run_batch, subset_count, workload
+from bench.priority import measure_priority
 from bench.report import summarise
 from bench.rig import Rig
 from bench.subject import machine_info, use_code
@@ -95,8 +96,10 @@ def measure_round(rig: Rig, r: int) -> None:
         measure_turbojpeg(rig, rig.tj_binary, main)
     if "naive" in rig.cfg.modes:
         measure_naive(rig, r, small)
-    if rig.embedded is not None:
+    if rig.embedded is not None and "embedded" in rig.cfg.modes:
         measure_embedded(rig, rig.embedded, main)
+    if rig.embedded is not None and "priority" in rig.cfg.modes:
+        measure_priority(rig, r)
     if rig.dist is not None and rig.dist.api is not None:
         measure_distributed(rig, rig.dist, rig.dist.api, small, main)
 

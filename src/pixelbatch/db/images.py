@@ -35,6 +35,9 @@ class ClaimedImage:
     row_number: int
     position: int
     options: dict[str, Any]
+    # The level its batch was leased at (Priority.rank, aging included): an embedded
+    # worker serves its own queues in this order too.
+    priority: int = 1
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,7 @@ def claim_images(
         if not planned:
             break
         for contender, take in planned:
-            got = _claim_from_batch(
-                session, contender.batch_id, contender.options, take, owner, now, lease_seconds
-            )
+            got = _claim_from_batch(session, contender, take, owner, now, lease_seconds)
             claimed.extend(got)
             contender.live += len(got)
             if len(got) < take:
@@ -90,13 +91,13 @@ def claim_images(
 
 def _claim_from_batch(
     session: Session,
-    batch_id: uuid.UUID,
-    options: dict[str, Any],
+    contender: fair_share.Contender,
     take: int,
     owner: str,
     now: datetime,
     lease_seconds: float,
 ) -> list[ClaimedImage]:
+    batch_id = contender.batch_id
     query = (
         select(Image.id, Image.url, Image.position, Product.row_number)
         .join(Product, Product.id == Image.product_id)
@@ -127,7 +128,8 @@ def _claim_from_batch(
             url=r.url,
             row_number=r.row_number,
             position=r.position,
-            options=options,
+            options=contender.options,
+            priority=contender.level,
         )
         for r in rows
     ]
