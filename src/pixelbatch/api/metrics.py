@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from pixelbatch.api.middleware import HttpMiddleware, WatchedSend
 from pixelbatch.db.engine import reading
-from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus
+from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus, Priority
 from pixelbatch.db.stats import status_counts
 from pixelbatch.runtime import Runtime
 
@@ -37,18 +37,24 @@ class DatabaseCollector(Collector):
         hooks = GaugeMetricFamily(
             "pixelbatch_webhook_deliveries", "Webhook deliveries by status", labels=["status"]
         )
+        queue = GaugeMetricFamily(
+            "pixelbatch_queue_depth",
+            "Pending images of active batches by batch priority",
+            labels=["priority"],
+        )
         with reading(self.runtime.sessions) as session:
             counts = status_counts(session)
         families: tuple[tuple[GaugeMetricFamily, type[StrEnum], dict[str, int]], ...] = (
             (batches, BatchStatus, counts.batches),
             (images, ImageStatus, counts.images),
             (hooks, DeliveryStatus, counts.deliveries),
+            (queue, Priority, counts.queued),
         )
         for family, states, by_status in families:
             # Every state is reported, zeros included, so rates and alerts need no gaps.
             for state in states:
                 family.add_metric([state.value], by_status.get(state.value, 0))
-        yield from (batches, images, hooks)
+        yield from (batches, images, hooks, queue)
 
 
 class Metrics:

@@ -1,4 +1,5 @@
-"""Counts of batches, images and webhook deliveries by status, for the metrics endpoint."""
+"""Counts of batches, images and webhook deliveries by status, and of queued images by
+priority, for the metrics endpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from pixelbatch.db.models import Batch, Image, WebhookDelivery
+from pixelbatch.db.models import ACTIVE_BATCH_STATES, Batch, Image, ImageStatus, WebhookDelivery
 
 _Status = TypeVar("_Status", bound=StrEnum)
 
@@ -21,6 +22,8 @@ class StatusCounts:
     batches: dict[str, int]
     images: dict[str, int]  # of unfinished batches only: finished ones are history
     deliveries: dict[str, int]
+    # Pending images of active batches by their batch's priority: the queue per level.
+    queued: dict[str, int]
 
 
 def status_counts(session: Session) -> StatusCounts:
@@ -36,6 +39,13 @@ def status_counts(session: Session) -> StatusCounts:
         deliveries=_counts(
             session,
             select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status),
+        ),
+        queued=_counts(
+            session,
+            select(Batch.priority, func.count())
+            .join(Image, Image.batch_id == Batch.id)
+            .where(Batch.status.in_(ACTIVE_BATCH_STATES), Image.status == ImageStatus.PENDING)
+            .group_by(Batch.priority),
         ),
     )
 
