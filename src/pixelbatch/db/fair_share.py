@@ -37,7 +37,6 @@ class Contender:
     tenant: str
     level: int
     created_at: datetime
-    options: dict[str, Any]
     live: int
     waiting: bool
 
@@ -75,31 +74,45 @@ def contenders(
     batch_id: uuid.UUID | None = None,
 ) -> list[Contender]:
     """Every active batch (or only ``batch_id``) with its live lease count and whether it
-    has claimable images: one statement whatever the number of batches, each subquery an
-    index probe on ``ix_images_batch_status``."""
+    has claimable images, in one statement whatever the number of batches.
+
+    Written so that its cost follows the number of active batches and of images in flight,
+    never the number of images: the live counts are one aggregate over the live leases
+    (``ix_images_status_lease``), and whether a batch has work is a ``LIMIT 1`` probe per
+    batch on ``ix_images_batch_status`` (an ``EXISTS`` with an ``OR`` lets PostgreSQL hash
+    a scan of the whole images table instead).
+    """
     live = (
-        select(func.count())
-        .select_from(Image)
-        .where(
-            Image.batch_id == Batch.id,
-            Image.status == ImageStatus.PROCESSING,
-            Image.lease_until >= now,
-        )
-        .correlate(Batch)
-        .scalar_subquery()
+        select(Image.batch_id, func.count().label("live"))
+        .where(Image.status == ImageStatus.PROCESSING, Image.lease_until >= now)
+        .group_by(Image.batch_id)
+        .subquery()
     )
-    waiting = (
-        select(Image.id).where(Image.batch_id == Batch.id, claimable_now(now)).correlate(Batch)
-    ).exists()
-    query = select(
-        Batch.id,
-        Batch.tenant,
-        Batch.priority,
-        Batch.created_at,
-        Batch.options,
-        live.label("live"),
-        waiting.label("waiting"),
-    ).where(Batch.status.in_(ACTIVE_BATCH_STATES))
+
+    def probe(*conditions: Any) -> Any:
+        return (
+            select(Image.id)
+            .where(Image.batch_id == Batch.id, Image.duplicate_of.is_(None), *conditions)
+            .limit(1)
+            .correlate(Batch)
+            .scalar_subquery()
+        )
+
+    pending = probe(Image.status == ImageStatus.PENDING)
+    expired = probe(Image.status == ImageStatus.PROCESSING, Image.lease_until < now)
+    query = (
+        select(
+            Batch.id,
+            Batch.tenant,
+            Batch.priority,
+            Batch.created_at,
+            func.coalesce(live.c.live, 0).label("live"),
+            # COALESCE runs the second probe only for a batch with nothing pending.
+            func.coalesce(pending, expired).label("work"),
+        )
+        .outerjoin(live, live.c.batch_id == Batch.id)
+        .where(Batch.status.in_(ACTIVE_BATCH_STATES))
+    )
     if batch_id is not None:
         query = query.where(Batch.id == batch_id)
     return [
@@ -108,12 +121,19 @@ def contenders(
             tenant=row.tenant,
             level=effective_level(row.priority, row.created_at, now, aging_seconds),
             created_at=row.created_at,
-            options=row.options,
-            live=int(row.live or 0),
-            waiting=bool(row.waiting),
+            live=int(row.live),
+            waiting=row.work is not None,
         )
         for row in session.execute(query)
     ]
+
+
+def options_of(session: Session, batch_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """The processing options of the batches a claim serves (read only for those)."""
+    if not batch_ids:
+        return {}
+    rows = session.execute(select(Batch.id, Batch.options).where(Batch.id.in_(batch_ids)))
+    return {row.id: row.options for row in rows}
 
 
 def plan(field: list[Contender], slots: int) -> list[tuple[Contender, int]]:

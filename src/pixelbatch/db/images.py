@@ -8,12 +8,13 @@ UPDATE matches no row and it knows it lost. Callers own the transaction; nothing
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, union_all, update
 from sqlalchemy.orm import Session
 
 from pixelbatch.db import batch_lifecycle, fair_share
@@ -67,47 +68,66 @@ def claim_images(
 
     Higher priorities first; within the top level that has work, an even share per tenant,
     then per batch, counted in live leases (``db.fair_share``). ``aging_seconds``: how long
-    a ``low`` batch waits before it competes as ``normal`` (None: never). One statement
-    reads the field; then one claim per batch served, at most about ``limit`` of them.
+    a ``low`` batch waits before it competes as ``normal`` (None: never). A few statements
+    whatever the number of batches: one reads the field, then per planning round one
+    reads the options of the batches served and ``_claim_planned`` leases from all of them.
     """
     if limit <= 0:
         return []
     now = utcnow()
     field = fair_share.contenders(session, now, aging_seconds=aging_seconds, batch_id=batch_id)
     claimed: list[ClaimedImage] = []
+    options: dict[uuid.UUID, dict[str, Any]] = {}
     while len(claimed) < limit:
         planned = fair_share.plan(field, limit - len(claimed))
         if not planned:
             break
+        unknown = [c.batch_id for c, _ in planned if c.batch_id not in options]
+        options.update(fair_share.options_of(session, unknown))
+        got = _claim_planned(session, planned, options, owner, now, lease_seconds)
+        claimed.extend(got)
+        per_batch = Counter(item.batch_id for item in got)
         for contender, take in planned:
-            got = _claim_from_batch(session, contender, take, owner, now, lease_seconds)
-            claimed.extend(got)
-            contender.live += len(got)
-            if len(got) < take:
+            contender.live += per_batch[contender.batch_id]
+            if per_batch[contender.batch_id] < take:
                 # Exhausted (or the rest is locked by another claimer): plan without it.
                 contender.waiting = False
     return claimed
 
 
-def _claim_from_batch(
+# SQLite allows at most 500 terms in a compound SELECT; a claim rarely plans more than a
+# few dozen batches, but a large CHUNK_SIZE could.
+UNION_TERMS = 200
+
+
+def _claim_planned(
     session: Session,
-    contender: fair_share.Contender,
-    take: int,
+    planned: list[tuple[fair_share.Contender, int]],
+    options: dict[uuid.UUID, dict[str, Any]],
     owner: str,
     now: datetime,
     lease_seconds: float,
 ) -> list[ClaimedImage]:
-    batch_id = contender.batch_id
-    query = (
-        select(Image.id, Image.url, Image.position, Product.row_number)
-        .join(Product, Product.id == Image.product_id)
-        .where(Image.batch_id == batch_id, fair_share.claimable_now(now))
-        .order_by(Image.id)
-        .limit(take)
-    )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=Image)
-    rows = session.execute(query).all()
+    """Lease what ``planned`` asks of each batch: one SELECT (a ``UNION ALL`` of each
+    batch's first claimable images, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), one UPDATE,
+    one start mark, however many batches the plan names."""
+    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    rows: list[Any] = []
+    for start in range(0, len(planned), UNION_TERMS):
+        parts = []
+        for contender, take in planned[start : start + UNION_TERMS]:
+            part = (
+                select(Image.id, Image.batch_id, Image.url, Image.position, Product.row_number)
+                .join(Product, Product.id == Image.product_id)
+                .where(Image.batch_id == contender.batch_id, fair_share.claimable_now(now))
+                .order_by(Image.id)
+                .limit(take)
+            )
+            if postgres:
+                part = part.with_for_update(skip_locked=True, of=Image)
+            parts.append(part)
+        query = parts[0] if len(parts) == 1 else union_all(*(select(p.subquery()) for p in parts))
+        rows.extend(session.execute(query).all())
     if not rows:
         return []
     session.execute(
@@ -120,16 +140,17 @@ def _claim_from_batch(
             attempts=Image.attempts + 1,
         )
     )
-    batch_lifecycle.mark_started(session, batch_id, now)
+    batch_lifecycle.mark_started(session, {r.batch_id for r in rows}, now)
+    levels = {contender.batch_id: contender.level for contender, _ in planned}
     return [
         ClaimedImage(
             id=r.id,
-            batch_id=batch_id,
+            batch_id=r.batch_id,
             url=r.url,
             row_number=r.row_number,
             position=r.position,
-            options=contender.options,
-            priority=contender.level,
+            options=options[r.batch_id],
+            priority=levels[r.batch_id],
         )
         for r in rows
     ]
