@@ -5,7 +5,7 @@ detail (finish timestamps), so both modes are held to the same assertions."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -110,3 +110,34 @@ def high_overtakes_normal(
         f" {slots} at a time)"
     )
     return {"high": high_status, "big": big_status}
+
+
+def tenants_share_evenly(base_url: str, server: ImageServer, one: str, many: str) -> None:
+    """Tenant ``one`` (key) uploads one 160-image batch, tenant ``many`` eight of 20; over
+    the window from the last upload until the first tenant runs out of work, each tenant's
+    finished images are within 20% of the other's."""
+    clients = {
+        key: httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        for key in (one, many)
+    }
+    try:
+        single = upload(clients[one], catalog(server, 160, "one"))
+        split = [upload(clients[many], catalog(server, 20, f"many{k}")) for k in range(8)]
+        window_start = datetime.now().astimezone()
+        finals = [support.wait_final(clients[one], single, timeout=300)]
+        finals += [support.wait_final(clients[many], b, timeout=300) for b in split]
+        assert {f["status"] for f in finals} == {"COMPLETED"}
+        done_one = finish_times(clients[one], single)
+        done_many = sorted(t for b in split for t in finish_times(clients[many], b))
+    finally:
+        for client in clients.values():
+            client.close()
+    # The window ends before the first tenant ran out of work (its last image recorded).
+    window_end = min(done_one[-1], done_many[-1]) - timedelta(seconds=0.5)
+    in_one = sum(1 for t in done_one if window_start <= t <= window_end)
+    in_many = sum(1 for t in done_many if window_start <= t <= window_end)
+    assert in_one + in_many >= 60, (in_one, in_many, window_start, window_end)
+    assert in_many > 0, "the tenant with many batches got nothing"
+    ratio = in_one / in_many
+    print(f"tenant shares over the window: {in_one} vs {in_many} images (x{ratio:.2f})")
+    assert 0.8 <= ratio <= 1.2, f"tenant shares {in_one} vs {in_many} (8 batches)"

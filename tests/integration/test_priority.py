@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pixelbatch.demo.server import ImageServer
@@ -132,35 +131,9 @@ def test_two_tenants_share_the_workers_evenly_whatever_their_batch_counts(
     one, many = _key(env, "one", tmp_path), _key(env, "many", tmp_path)
     server = support.ServerProcess(data_dir, env).start()
     try:
-        with server.client() as client:
-            single = checks.upload(client, checks.catalog(photos, 160, "one"), key=one)
-            split = [
-                checks.upload(client, checks.catalog(photos, 20, f"many{k}"), key=many)
-                for k in range(8)
-            ]
-            window_start = datetime.now().astimezone()
-            finals = []
-            for batch_id in [single, *split]:
-                key = one if batch_id == single else many
-                with httpx.Client(
-                    base_url=server.base_url,
-                    headers={"Authorization": f"Bearer {key}"},
-                    timeout=30,
-                ) as tenant:
-                    finals.append(support.wait_final(tenant, batch_id, timeout=300))
-            assert {f["status"] for f in finals} == {"COMPLETED"}
-            done_one = checks.finish_times(client, single, key=one)
-            done_many = sorted(t for b in split for t in checks.finish_times(client, b, key=many))
+        checks.tenants_share_evenly(server.base_url, photos, one, many)
     finally:
         server.stop()
-    # The window: from the last upload until the first tenant ran out of work.
-    window_end = min(done_one[-1], done_many[-1]) - timedelta(seconds=0.5)
-    in_one = sum(1 for t in done_one if window_start <= t <= window_end)
-    in_many = sum(1 for t in done_many if window_start <= t <= window_end)
-    assert in_one + in_many >= 60, (in_one, in_many, window_start, window_end)
-    assert in_many > 0, "the tenant with many batches got nothing"
-    ratio = in_one / in_many
-    assert 0.8 <= ratio <= 1.25, f"tenant shares {in_one} vs {in_many} (8 batches)"
 
 
 def test_low_is_served_under_a_stream_of_normal_work_once_it_has_aged(
