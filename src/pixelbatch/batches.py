@@ -61,7 +61,9 @@ class Page(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    offset: int = Field(0, ge=0)
+    # Bounded so that a huge offset is a 422 naming it, not an integer the database
+    # cannot bind (SQLite: 64 bits); no list is anywhere near this long.
+    offset: int = Field(0, ge=0, le=2**31 - 1)
 
 
 class BatchQuery(Page):

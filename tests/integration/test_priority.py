@@ -71,6 +71,10 @@ def test_a_high_batch_overtakes_a_large_normal_one(tmp_path: Path, photos: Image
                 high: "high",
                 big: "normal",
             }
+            # An offset no database integer holds is refused, naming it, not a 500.
+            huge = client.get("/api/batches", params={"offset": 2**70, "priority": "low"})
+            assert huge.status_code == 422
+            assert [d["field"] for d in huge.json()["details"]] == ["offset"]
             refused = client.post(
                 "/api/upload",
                 files={"file": ("c.csv", checks.catalog(photos, 1, "x"))},
