@@ -37,7 +37,7 @@ deploy-tools: install $(COMPOSE_VENV)/bin/docker-compose ## Validators for the d
 demo: install ## Process the bundled example catalog, offline
 	$(BIN)/pixelbatch demo
 
-run: install ## Serve the API with embedded workers on http://127.0.0.1:8000
+run: install ## Serve the web UI and API with embedded workers on http://127.0.0.1:8000
 	$(BIN)/pixelbatch serve
 
 test: install deploy-tools ## Run the whole test suite, in parallel (TEST_WORKERS=4)

@@ -21,9 +21,13 @@ MODES = (
     "turbojpeg",
     "naive",
     "embedded",
+    # The same embedded server with PIXELBATCH_METRICS_ENABLED=false, measured right after
+    # it in every round: the cost of the metrics.
+    "embedded_nometrics",
     "dist1",
     "dist2",
     "large_csv",
+    # A 10-image high batch under a large normal one vs idle (bench/priority.py).
     "priority",
 )
 

@@ -39,6 +39,7 @@ class Rig:
     pillow1: floor_mod.PillowFloor | None = None
     tj_binary: Path | None = None
     embedded: procs.Api | None = None
+    embedded_nometrics: procs.Api | None = None
     dist: Distributed | None = None
     # (name, API URL, request id) of the warm-up batches: the idle-status control polls them
     warm_batches: list[tuple[str, str, str]] = field(default_factory=list)
@@ -64,7 +65,11 @@ class Rig:
         if "turbojpeg" in self.cfg.modes:
             self._start_turbojpeg()
         if "embedded" in self.cfg.modes or "priority" in self.cfg.modes:
-            self._start_embedded(warm)
+            self.embedded = self._start_embedded(warm, "embedded", {})
+        if "embedded_nometrics" in self.cfg.modes:
+            self.embedded_nometrics = self._start_embedded(
+                warm, "embedded_nometrics", {"PIXELBATCH_METRICS_ENABLED": "false"}
+            )
         if "dist1" in self.cfg.modes or "dist2" in self.cfg.modes:
             self._start_distributed(warm)
 
@@ -82,14 +87,13 @@ class Rig:
         self.report["turbojpeg_note"] = note
         log(self.cfg, f"turbojpeg floor: {note}")
 
-    def _start_embedded(self, warm: Workload) -> None:
-        env = {**self.base_env, "PIXELBATCH_DATA_DIR": str(self.workdir / "embedded-data")}
-        self.embedded = procs.Api("embedded", env, self.workdir)
-        self.mem.add("embedded API (+ transform pool)", self.embedded.pid)
-        res = run_batch(
-            self.embedded.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz
-        )
-        self.warm_batches.append(("embedded", self.embedded.base_url, res["request_id"]))
+    def _start_embedded(self, warm: Workload, name: str, extra: dict[str, str]) -> procs.Api:
+        env = {**self.base_env, "PIXELBATCH_DATA_DIR": str(self.workdir / f"{name}-data"), **extra}
+        api = procs.Api(name, env, self.workdir)
+        self.mem.add(f"{name} API (+ transform pool)", api.pid)
+        res = run_batch(api.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz)
+        self.warm_batches.append((name, api.base_url, res["request_id"]))
+        return api
 
     def _start_distributed(self, warm: Workload) -> None:
         self.dist = Distributed(self.cfg, self.base_env, self.workdir)
@@ -105,8 +109,9 @@ class Rig:
         for pool in (self.pillow, self.pillow1):
             if pool is not None:
                 pool.close()
-        if self.embedded is not None:
-            self.embedded.stop()
+        for api in (self.embedded, self.embedded_nometrics):
+            if api is not None:
+                api.stop()
         if self.dist is not None:
             self.dist.close()
         self.server.stop()

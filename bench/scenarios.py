@@ -96,8 +96,11 @@ def measure_round(rig: Rig, r: int) -> None:
         measure_turbojpeg(rig, rig.tj_binary, main)
     if "naive" in rig.cfg.modes:
         measure_naive(rig, r, small)
-    if rig.embedded is not None and "embedded" in rig.cfg.modes:
-        measure_embedded(rig, rig.embedded, main)
+    embedded = [("embedded", rig.embedded), ("embedded_nometrics", rig.embedded_nometrics)]
+    # With and without metrics back to back, in alternating order: neither always goes first.
+    for mode, api in embedded if r % 2 == 0 else embedded[::-1]:
+        if api is not None and mode in rig.cfg.modes:
+            rig.measure(mode, functools.partial(_batch, rig, mode, api.base_url, main))
     if rig.embedded is not None and "priority" in rig.cfg.modes:
         measure_priority(rig, r)
     if rig.dist is not None and rig.dist.api is not None:
@@ -172,11 +175,6 @@ def measure_naive(rig: Rig, r: int, wl: Workload) -> None:
         return rate(rig.sub, wl.megapixels, res["seconds"], failed=res["failed"])
 
     rig.measure("naive", naive)
-
-
-def measure_embedded(rig: Rig, api: procs.Api, wl: Workload) -> None:
-    """One `pixelbatch serve`, its own transform pool, SQLite: the single-box deployment."""
-    rig.measure("embedded", functools.partial(_batch, rig, "embedded", api.base_url, wl))
 
 
 def measure_distributed(

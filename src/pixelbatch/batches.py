@@ -108,6 +108,11 @@ def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch
         _owned(session, batch_id, tenant)
         if not batch_lifecycle.cancel_batch(session, batch_id):
             raise Conflict("only a pending or processing batch can be cancelled")
+    log.info(
+        "batch %s cancelled",
+        batch_id,
+        extra={"event": {"event": "batch_cancelled", "batch_id": str(batch_id)}},
+    )
     try:
         finalize_batch(runtime, batch_id)
     except Exception:

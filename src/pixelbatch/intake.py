@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,8 @@ from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.transform import OutputFormat, TransformOptions
+
+log = logging.getLogger(__name__)
 
 # Rows per insert_products call: large enough that per-statement costs vanish, small enough
 # that the slice waiting to be written stays a few MB whatever the catalog's size.
@@ -191,6 +194,20 @@ def upload(
         if earlier is None:
             raise
         return earlier, False
+    log.info(
+        "batch %s accepted: %d products, %d images",
+        batch.id,
+        batch.products_total,
+        batch.images_total,
+        extra={
+            "event": {
+                "event": "batch_accepted",
+                "batch_id": str(batch.id),
+                "products": batch.products_total,
+                "images": batch.images_total,
+            }
+        },
+    )
     if dispatcher is not None:
         dispatcher.new_work(batch.images_total)
     return batch, True
@@ -264,5 +281,11 @@ def retry_failed(
 ) -> tuple[Batch, int]:
     """Queue a finished batch's failed images again; returns the batch and how many."""
     batch, count = batches.retry_failed(runtime, batch_id, tenant=tenant)
+    log.info(
+        "batch %s: %d failed images queued again",
+        batch_id,
+        count,
+        extra={"event": {"event": "batch_retried", "batch_id": str(batch_id), "images": count}},
+    )
     dispatcher.new_work(count)
     return batch, count

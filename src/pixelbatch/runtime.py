@@ -21,6 +21,7 @@ from pixelbatch.fetch import FetchConfig, Fetcher
 from pixelbatch.secrets import load_or_create
 from pixelbatch.settings import Settings
 from pixelbatch.storage import Storage, storage_from_settings
+from pixelbatch.telemetry import instruments
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class Runtime:
     sessions: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:
+        if not self.settings.metrics_enabled:
+            instruments.disable()  # process-wide: the counters are the process's
         if self.settings.is_embedded:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(self.settings.resolved_database_url)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pixelbatch.telemetry.hosts import parse_classes
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -102,6 +104,17 @@ class Settings(BaseSettings):
     chunk_time_limit: float = Field(600.0, gt=30)
     worker_max_memory_mb: int = Field(600, ge=64)
 
+    # Operating it: metrics and logs (README "Metrics").
+    metrics_enabled: bool = True
+    # A `pixelbatch worker` serves its /metrics here (all its processes summed); unset: none.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts by design
+    # Where a worker keeps its multiprocess metric files (emptied at start); unset: a temp dir.
+    metrics_dir: Path | None = None
+    # "host-suffix=class" entries: the bounded host_class label of download failures.
+    metrics_host_classes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_format: Literal["text", "json"] = "text"
+
     # Webhooks.
     webhook_secret: SecretStr | None = None
     webhook_timeout: float = Field(10.0, gt=0)
@@ -109,10 +122,20 @@ class Settings(BaseSettings):
     webhook_backoff_base: float = Field(10.0, ge=0)
     webhook_backoff_max: float = Field(3600.0, ge=0)
 
-    @field_validator("fetch_allow", "fetch_allowed_ports", mode="before")
+    @field_validator("fetch_allow", "fetch_allowed_ports", "metrics_host_classes", mode="before")
     @classmethod
     def _lists_from_env(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("metrics_host_classes")
+    @classmethod
+    def _host_classes_parse(cls, value: list[str]) -> list[str]:
+        parse_classes(value)  # refuse a bad entry at start, naming it
+        return value
+
+    @property
+    def host_classes(self) -> dict[str, str]:
+        return parse_classes(self.metrics_host_classes)
 
     def view(self, cls: type[View], *, prefix: str = "", **names: str) -> View:
         """Build the dataclass ``cls`` from the settings it mirrors: each field from the

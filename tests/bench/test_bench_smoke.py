@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_quick_embedded_report(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
-    argv = ["--quick", "--synthetic", "--modes", "embedded", "--products", "4"]
+    argv = ["--quick", "--synthetic", "--modes", "embedded,embedded_nometrics", "--products", "4"]
     cfg = bench_run.parse([*argv, "--output", str(output)])
     cfg.quiet = True
     report = bench_run.run(cfg)
@@ -34,6 +34,9 @@ def test_quick_embedded_report(tmp_path: Path) -> None:
     assert latency["n"] > 0 and latency["p50"] > 0
     assert any(m["role"].startswith("embedded") and m["peak_rss_mb"] > 0 for m in report["memory"])
     assert {t["target"] for t in report["targets"]} >= {"embedded/floor", "embedded/naive"}
+    # The same server without metrics, same round: the metrics' cost is a ratio of the two.
+    assert report["results"]["embedded_nometrics"]["rounds"][0]["status"] == "COMPLETED"
+    assert report["ratios"]["embedded/embedded_nometrics"] > 0
 
     bench_run.print_report(report, output)  # the table renders from a partial report
 

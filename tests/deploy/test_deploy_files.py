@@ -43,6 +43,7 @@ COMPOSE_REQUIRED_ENV = {
     "POSTGRES_PASSWORD": "dummy-password",
     "PIXELBATCH_WEBHOOK_SECRET": "whsec_ZHVtbXktc2VjcmV0LWZvci10ZXN0cw==",
     "PIXELBATCH_SECRET_KEY": "dummy-secret-key",
+    "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-password",
 }
 # Kubernetes versions the manifests must be valid for: a floor, and the newest schema
 # that kubernetes-validate ships (added at run time).
@@ -337,7 +338,16 @@ def compose_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_compose_config_has_every_service(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
-    for name in ("postgres", "redis", "migrate", "api", "worker", "flower"):
+    for name in (
+        "postgres",
+        "redis",
+        "migrate",
+        "api",
+        "worker",
+        "flower",
+        "prometheus",
+        "grafana",
+    ):
         assert name in services, f"service {name} missing"
 
 

@@ -51,8 +51,8 @@ def test_cancel_while_a_worker_records_an_image_does_not_deadlock(
         try:
             with transaction(sessions) as session:
                 session.connection().info["recorder"] = True
-                outcomes["recorded"] = images.record_failure(
-                    session, claimed[0].id, "w", "http_404", "gone", 1.0
+                outcomes["recorded"] = bool(
+                    images.record_failure(session, claimed[0].id, "w", "http_404", "gone", 1.0)
                 )
         except BaseException as exc:
             errors.append(exc)

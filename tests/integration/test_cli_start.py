@@ -142,3 +142,33 @@ def test_secrets_generate_prints_shell_exports(tmp_path: Path) -> None:
         check=True,
     )
     assert shell.stdout.strip() == lines[0].split("=", 1)[1]
+
+
+def test_worker_names_a_metrics_port_in_use(tmp_path: Path, worker_pg_url: str) -> None:
+    import socket
+
+    from tests import support
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "PIXELBATCH_DATABASE_URL": worker_pg_url,
+            "PIXELBATCH_BROKER_URL": support.worker_redis_url(),
+            "PIXELBATCH_WEBHOOK_SECRET": "whsec_x",
+            "PIXELBATCH_METRICS_PORT": str(port),
+            "PIXELBATCH_METRICS_HOST": "127.0.0.1",
+        }
+        lines = _refused(_run(["worker"], env, tmp_path))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: cannot serve metrics on 127.0.0.1:{port}")
+    assert "PIXELBATCH_METRICS_PORT" in lines[0]
+
+
+def test_a_bad_host_class_names_the_variable_and_the_entry(tmp_path: Path) -> None:
+    env = {"PIXELBATCH_METRICS_HOST_CLASSES": "cdn.example.com=cdn,oops"}
+    lines = _refused(_run(["keys", "list"], env, tmp_path))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: PIXELBATCH_METRICS_HOST_CLASSES=")
+    assert "'oops'" in lines[0]

@@ -63,7 +63,7 @@ def test_a_high_batch_overtakes_a_large_normal_one(tmp_path: Path, photos: Image
             high, big = result["high"]["request_id"], result["big"]["request_id"]
             metrics = client.get("/metrics").text
             for level in ("low", "normal", "high"):  # every level, zeros included
-                assert f'pixelbatch_queue_depth{{priority="{level}"}} 0.0' in metrics
+                assert f'pixelbatch_queue_images{{priority="{level}"}} 0.0' in metrics
             listed = client.get("/api/batches", params={"priority": "high"}).json()
             assert [b["request_id"] for b in listed["items"]] == [high]
             every = client.get("/api/batches").json()["items"]

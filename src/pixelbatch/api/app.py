@@ -13,9 +13,11 @@ from pixelbatch import __version__
 from pixelbatch.api.errors import UnexpectedErrors, install_error_handlers
 from pixelbatch.api.metrics import Metrics, RequestTimer
 from pixelbatch.api.middleware import BodySizeLimit, SecurityHeaders
+from pixelbatch.api.originals import router as originals_router
 from pixelbatch.api.routes import router
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
+from pixelbatch.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,14 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by pixelbatch.web with assets of our own instead of FastAPI's CDN links.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(originals_router)
+    pages.install(app)
     # The last one added runs outermost: RequestTimer > SecurityHeaders > (CORS) >
     # BodySizeLimit > UnexpectedErrors > routes. So the 500 for an unexpected exception is
     # timed, carries the security headers and closes a connection whose body was not read,

@@ -1,8 +1,12 @@
-"""Prometheus metrics.
+"""The API's ``/metrics``: database gauges, request latency, and this process's own work.
 
-Work counts come from the database at scrape time rather than from counters in worker
-processes: the database is the one place that is right in both modes, on any number of
-machines, and across restarts. Request metrics are per API process.
+Gauges of state (batches and images by status, the queue per priority, the oldest waiting
+batch) are read from the database at scrape time: it is the one place that is right in
+both modes, on any number of machines, and across restarts; query them with ``max``, since
+every API replica reports the same values. Counters of work done live in the process that
+did it (``telemetry.instruments``, in the default registry): here the embedded workers and
+the finalisations of cancels; in the distributed mode each worker serves its own
+(``telemetry.multiproc``), and ``sum`` over all processes is the total.
 """
 
 from __future__ import annotations
@@ -11,16 +15,24 @@ import time
 from collections.abc import Iterator
 from enum import StrEnum
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 from pixelbatch.api.middleware import HttpMiddleware, WatchedSend
 from pixelbatch.db.engine import reading
-from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus, Priority
-from pixelbatch.db.stats import status_counts
+from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus
+from pixelbatch.db.stats import oldest_pending_seconds, queue_by_priority, status_counts
 from pixelbatch.runtime import Runtime
+from pixelbatch.telemetry import instruments
+from pixelbatch.telemetry.multiproc import WorkerCollector
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -38,29 +50,39 @@ class DatabaseCollector(Collector):
             "pixelbatch_webhook_deliveries", "Webhook deliveries by status", labels=["status"]
         )
         queue = GaugeMetricFamily(
-            "pixelbatch_queue_depth",
-            "Pending images of active batches by batch priority",
+            "pixelbatch_queue_images",
+            "Images waiting for a worker (pending or lease run out), by batch priority",
             labels=["priority"],
         )
         with reading(self.runtime.sessions) as session:
             counts = status_counts(session)
+            for priority, count in queue_by_priority(session).items():
+                queue.add_metric([priority], count)
+            oldest = GaugeMetricFamily(
+                "pixelbatch_oldest_pending_seconds",
+                "Age of the oldest batch not finished yet (0: none waiting)",
+                value=oldest_pending_seconds(session),
+            )
         families: tuple[tuple[GaugeMetricFamily, type[StrEnum], dict[str, int]], ...] = (
             (batches, BatchStatus, counts.batches),
             (images, ImageStatus, counts.images),
             (hooks, DeliveryStatus, counts.deliveries),
-            (queue, Priority, counts.queued),
         )
         for family, states, by_status in families:
             # Every state is reported, zeros included, so rates and alerts need no gaps.
             for state in states:
                 family.add_metric([state.value], by_status.get(state.value, 0))
-        yield from (batches, images, hooks, queue)
+        yield from (batches, images, hooks, queue, oldest)
 
 
 class Metrics:
     def __init__(self, runtime: Runtime) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(DatabaseCollector(runtime))
+        if runtime.settings.is_embedded:
+            # The embedded server is the worker: its tree's memory includes the transforms.
+            self.registry.register(WorkerCollector())
+        instruments.instruments()  # the work series exist from the first scrape
         self.requests = Histogram(
             "pixelbatch_http_request_duration_seconds",
             "API request latency",
@@ -70,7 +92,8 @@ class Metrics:
         )
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """This app's registry, then the process-wide one (work counters, process, GC)."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
 class RequestTimer(HttpMiddleware):

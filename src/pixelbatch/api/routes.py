@@ -12,7 +12,7 @@ from fastapi import APIRouter, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelbatch import access, batches, intake
+from pixelbatch import access, batches, hosts, intake
 from pixelbatch.api import schemas
 from pixelbatch.api.security import CurrentPrincipal, OptionalPrincipal
 from pixelbatch.api.urls import request_base_url
@@ -238,8 +238,10 @@ def list_images(
     base = _base(request, batches.get_batch(runtime, request_id, tenant=who.tenant))
     items = [
         schemas.ImageDetail(
+            image_id=r.image.id,
             row=r.row_number,
             serial=r.serial,
+            product_name=r.product_name,
             position=r.image.position + 1,
             input_url=r.image.url,
             status=r.image.status,
@@ -335,6 +337,21 @@ def _file_response(
             "Cache-Control": "private",
             **(headers or {}),
         },
+    )
+
+
+@router.get(
+    "/api/stats/hosts",
+    responses=ERROR_RESPONSES,
+    summary="The supplier hosts with the most failed images of your batches",
+)
+def failing_hosts(
+    request: Request, who: CurrentPrincipal, query: Annotated[hosts.HostQuery, Query()]
+) -> schemas.HostStats:
+    found = hosts.failing_hosts(_runtime(request), query, tenant=who.tenant)
+    return schemas.HostStats(
+        hours=query.hours,
+        hosts=[schemas.HostFailures(**vars(h)) for h in found],
     )
 
 

@@ -78,8 +78,10 @@ class BatchList(BaseModel):
 
 
 class ImageDetail(BaseModel):
+    image_id: int = Field(description="Id of the image within its batch (for /original)")
     row: int = Field(description="CSV row of the product (header is row 1)")
     serial: str
+    product_name: str
     position: int = Field(description="1-based position of the URL within its cell")
     input_url: str
     status: ImageStatus
@@ -114,3 +116,14 @@ class RetryResponse(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+
+
+class HostFailures(BaseModel):
+    host: str
+    failures: int = Field(description="Failed images fetched from this host")
+    error_codes: dict[str, int] = Field(description="Failures by error code, commonest first")
+
+
+class HostStats(BaseModel):
+    hours: float = Field(description="The window looked back over")
+    hosts: list[HostFailures]

@@ -16,6 +16,7 @@ from pixelbatch.cli.startup import database_reachable, err_console, load_setting
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
+from pixelbatch.telemetry import logs
 
 app = typer.Typer(
     help="pixelbatch: compress the product images listed in CSV files.", no_args_is_help=True
@@ -66,10 +67,11 @@ def settings_of(ctx: typer.Context) -> Settings:
     return root.obj
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def setup_logging(verbose: bool, settings: Settings | None = None) -> None:
+    """Text by default; JSON lines with ``PIXELBATCH_LOG_FORMAT=json`` (``telemetry.logs``)."""
+    logs.configure(
+        logging.INFO if verbose else logging.WARNING,
+        settings.log_format if settings is not None else "text",
     )
 
 
@@ -109,3 +111,16 @@ def opened_runtime(settings: Settings) -> Iterator[Runtime]:
         yield runtime
     finally:
         runtime.close()
+
+
+def ui_url(settings: Settings) -> str:
+    """The address of the web page to print: the public URL, else the bind address (a
+    wildcard bind is reachable on the loopback address from this machine)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/"
+    host = settings.host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcards, not binding
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/"

@@ -18,6 +18,7 @@ from pixelbatch.cli.common import (
     opened_runtime,
     settings_of,
     setup_logging,
+    ui_url,
 )
 from pixelbatch.db.models import Batch, BatchStatus, DeliveryStatus, Priority
 from pixelbatch.jobs.local import run_to_completion
@@ -155,8 +156,8 @@ def process(
 ) -> None:
     """Process a CSV locally, without a server; exits 1 if any image failed or the webhook
     was not delivered (retried for up to a minute)."""
-    setup_logging(verbose)
     settings = settings_of(ctx)
+    setup_logging(verbose, settings)
     with exit_on_error(), opened_runtime(settings) as runtime:
         options = intake.processing_options(
             settings,
@@ -211,4 +212,10 @@ def demo(
         raise typer.Exit(1)
     console.print(
         f"[green]done[/]: open {out} to see each input URL mapped to its compressed output"
+    )
+    # The demo keeps its own data directory: a server started on it shows this batch.
+    console.print(
+        f"see it in the web UI: PIXELBATCH_DATA_DIR={root.resolve()} pixelbatch serve"
+        f" (or make run), then open {ui_url(base)}#/batches/{batch.id}",
+        soft_wrap=True,
     )

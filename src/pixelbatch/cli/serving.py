@@ -9,11 +9,19 @@ import signal
 import subprocess
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pixelbatch.cli.common import app, console, exit_on_error, settings_of, setup_logging
+from pixelbatch.cli.common import (
+    app,
+    console,
+    exit_on_error,
+    settings_of,
+    setup_logging,
+    ui_url,
+)
 from pixelbatch.cli.startup import (
     database_reachable,
     err_console,
@@ -37,13 +45,13 @@ def serve(
         int | None, typer.Option(help="Bind port [default: PIXELBATCH_PORT, 8000]")
     ] = None,
 ) -> None:
-    """Run the HTTP API (and, in embedded mode, the workers) until interrupted."""
+    """Run the HTTP API and web UI (and, in embedded mode, the workers) until interrupted."""
     import uvicorn
 
     from pixelbatch.api.app import create_app
 
     settings = with_options(settings_of(ctx), host=("--host", host), port=("--port", port))
-    setup_logging(True)
+    setup_logging(True, settings)
     if not settings.is_embedded:
         _check_shared_deployment(settings)
     _warn_wildcard_without_public_url(settings)
@@ -60,10 +68,17 @@ def serve(
     # One line, never wrapped: operators grep logs for it.
     console.print(
         f"[bold]pixelbatch[/] {mode} mode on http://{settings.host}:{settings.port} "
-        f"({_where(settings)}) — API docs at /docs",
+        f"({_where(settings)}) — web UI at {ui_url(settings)} — API docs at /docs",
         soft_wrap=True,
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        # JSON logs: uvicorn's own lines go through the root logger's JSON formatter too.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+    )
 
 
 def _warn_wildcard_without_public_url(settings: Settings) -> None:
@@ -105,6 +120,28 @@ def _check_shared_deployment(settings: Settings) -> None:
             f"set {' and '.join(missing)}: every API replica and worker must share the same "
             "secrets (`pixelbatch secrets generate` prints them)"
         )
+
+
+def _worker_metrics(settings: Settings) -> None:
+    """Multiprocess metrics for this worker's processes: served here when it has a port,
+    written into its parent's directory when it is a companion (the parent serves them)."""
+    from pixelbatch.telemetry import multiproc
+
+    inherited = os.environ.get(multiproc.ENV)
+    if not settings.metrics_enabled:
+        return
+    if settings.metrics_port is None:
+        if inherited:  # a companion: the parent worker serves this directory
+            multiproc.use_directory(Path(inherited), clean=False)
+        return
+    directory = multiproc.use_directory(settings.metrics_dir, clean=True)
+    try:
+        multiproc.serve(directory, settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        raise refuse(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"(PIXELBATCH_METRICS_PORT): {exc.strerror or exc}"
+        ) from None
 
 
 class WorkerRole(StrEnum):
@@ -156,7 +193,8 @@ def worker(
         )
     _check_shared_deployment(settings)
     require_broker(settings)
-    setup_logging(True)
+    setup_logging(True, settings)
+    _worker_metrics(settings)
     from pixelbatch.jobs import celery_app
 
     common = [f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
@@ -186,6 +224,8 @@ def worker(
                 f"--hostname={_companion_name(hostname)}",
             ],
             preexec_fn=_die_with_parent,  # before exec, while this process runs no threads
+            # It reports through this worker's metrics directory and port, not one of its own.
+            env={k: v for k, v in os.environ.items() if k != "PIXELBATCH_METRICS_PORT"},
         )
     try:
         celery_app.app.worker_main(

@@ -38,6 +38,7 @@ class ImageRow:
     image: Image
     row_number: int
     serial: str
+    product_name: str
 
 
 def batch_by_idempotency_key(session: Session, tenant: str, key: str) -> Batch | None:
@@ -104,7 +105,7 @@ def images_page(
 ) -> tuple[list[ImageRow], int]:
     """One page of a batch's images in CSV order, and how many there are in all."""
     query = (
-        select(Image, Product.row_number, Product.serial)
+        select(Image, Product.row_number, Product.serial, Product.name)
         .join(Product, Product.id == Image.product_id)
         .where(Image.batch_id == batch_id)
     )
@@ -116,4 +117,13 @@ def images_page(
     rows = session.execute(
         query.order_by(Product.row_number, Image.position).offset(offset).limit(limit)
     ).all()
-    return [ImageRow(image, row_number, serial) for image, row_number, serial in rows], total
+    return [ImageRow(*row) for row in rows], total
+
+
+def batch_image(session: Session, batch_id: uuid.UUID, image_id: int) -> Image | None:
+    """One image of one batch: an id of another batch's image answers None, like a missing
+    one, so a tenant checked on the batch cannot reach past it."""
+    image = session.get(Image, image_id)
+    if image is None or image.batch_id != batch_id:
+        return None
+    return image

@@ -39,6 +39,9 @@ class ClaimedImage:
     # The level its batch was leased at (Priority.rank, aging included): an embedded
     # worker serves its own queues in this order too.
     priority: int = 1
+    # When its batch was accepted and when this lease began: the queue stage of the metrics.
+    queued_at: datetime | None = None
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ def _claim_planned(
     )
     batch_lifecycle.mark_started(session, {r.batch_id for r in rows}, now)
     levels = {contender.batch_id: contender.level for contender, _ in planned}
+    created = {contender.batch_id: contender.created_at for contender, _ in planned}
     return [
         ClaimedImage(
             id=r.id,
@@ -151,6 +155,8 @@ def _claim_planned(
             position=r.position,
             options=options[r.batch_id],
             priority=levels[r.batch_id],
+            queued_at=created[r.batch_id],
+            claimed_at=now,
         )
         for r in rows
     ]
@@ -239,11 +245,12 @@ def _record(
     owner: str,
     values: dict[str, Any],
     batch_totals: dict[str, int],
-) -> bool:
+) -> int:
     """Set an image's final values if we still hold its lease, copy them to the images of
     the same batch that repeat its URL (fetched once, recorded for each), and add
     ``batch_totals`` (what one image adds to the batch's counters) once per image recorded.
-    False, and nothing changed, when the lease was lost."""
+    Returns how many images were recorded (it and its copies; the metrics count them): 0,
+    and nothing changed, when the lease was lost."""
     now = utcnow()
     batch_id = session.execute(
         update(Image)
@@ -256,7 +263,7 @@ def _record(
         .returning(Image.batch_id)
     ).scalar_one_or_none()
     if batch_id is None:
-        return False
+        return 0
     copies = session.execute(
         update(Image)
         .where(Image.duplicate_of == image_id, Image.status == ImageStatus.PENDING)
@@ -268,11 +275,12 @@ def _record(
         .where(Batch.id == batch_id)
         .values({name: getattr(Batch, name) + each * count for name, each in batch_totals.items()})
     )
-    return True
+    return count
 
 
-def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> bool:
-    """Record a processed image once. False when the lease was lost to another worker."""
+def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> int:
+    """Record a processed image once. How many images that recorded (``_record``); 0 when
+    the lease was lost to another worker."""
     return _record(
         session,
         image_id,
@@ -298,7 +306,7 @@ def record_success(session: Session, image_id: int, owner: str, outcome: ImageSu
 
 def record_failure(
     session: Session, image_id: int, owner: str, code: str, message: str, duration_ms: float
-) -> bool:
+) -> int:
     return _record(
         session,
         image_id,

@@ -37,6 +37,7 @@ from pixelbatch.jobs.routine import process_chunk
 from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
+from pixelbatch.telemetry import instruments as metrics
 from pixelbatch.webhooks.delivery import deliver_due
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,19 @@ def _start_sweeper(**_: Any) -> None:
 def _stop_sweeper(**_: Any) -> None:
     if _sweeper is not None:
         _sweeper.stop()
+
+
+def image_slots(settings: Settings) -> int:
+    """Images one image process works on at once: its chunk, on that many threads."""
+    return min(settings.fetch_concurrency, settings.chunk_size)
+
+
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
+def _report_capacity(**_: Any) -> None:
+    """Each prefork child reports its slots from the start, busy or not: a worker that is
+    up but idle must not look like no worker at all."""
+    if sweeping:
+        metrics.set_capacity(image_slots(SETTINGS))
 
 
 @signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]

@@ -23,6 +23,7 @@ from pixelbatch.jobs.ordered import PriorityExecutor, PriorityGate
 from pixelbatch.jobs.routine import handle_image
 from pixelbatch.jobs.transform_pool import TransformPool
 from pixelbatch.runtime import Runtime
+from pixelbatch.telemetry import instruments as metrics
 from pixelbatch.transform import TransformOptions, TransformResult
 from pixelbatch.webhooks.delivery import deliver_due
 
@@ -40,6 +41,7 @@ class EmbeddedWorker:
         self.owner = f"embedded-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         settings = runtime.settings
         self.capacity = max(2, settings.fetch_concurrency * 2)
+        metrics.set_capacity(settings.fetch_concurrency)  # images run on that many threads
         self._downloads = PriorityExecutor(settings.fetch_concurrency, "pixelbatch-image")
         self._transforms = TransformPool(
             settings.resolved_transform_workers, settings.max_pixels, settings.transform_timeout

@@ -13,6 +13,7 @@ from pixelbatch.db import batch_lifecycle
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product
 from pixelbatch.runtime import Runtime
+from pixelbatch.telemetry import instruments as metrics
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,21 @@ def finalize_batch(runtime: Runtime, batch_id: uuid.UUID) -> bool:
         if not finished:  # cancelled while this finaliser ran: the next pass finalises it
             batch_lifecycle.release_finalization(session, batch_id)
     if finished:
-        log.info("batch %s finished: %s (%s)", batch_id, status.value, message)
+        metrics.batch_finished(status.value)
+        log.info(
+            "batch %s finished: %s (%s)",
+            batch_id,
+            status.value,
+            message,
+            extra={
+                "event": {
+                    "event": "batch_finished",
+                    "batch_id": str(batch_id),
+                    "status": status.value,
+                    "counts": payload["counts"],
+                }
+            },
+        )
     return finished
 
 

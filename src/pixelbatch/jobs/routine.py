@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +27,8 @@ from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.jobs.transform_pool import TransformRunner
 from pixelbatch.runtime import Runtime
 from pixelbatch.storage import Storage
+from pixelbatch.telemetry import instruments as metrics
+from pixelbatch.telemetry.hosts import host_class
 from pixelbatch.transform import TransformOptions
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ class Outcome:
     url: str = ""
     # Dropped at a stage boundary: its batch was cancelled (or its lease lost) meanwhile.
     abandoned: bool = False
+    # Seconds per stage reached (queue, download, transform, store), and where it failed.
+    stages: dict[str, float] = field(default_factory=dict)
+    failed_stage: str | None = None
 
 
 def output_key(batch_id: uuid.UUID, row_number: int, position: int, extension: str) -> str:
@@ -78,6 +83,18 @@ def produce(
     nothing more is fetched, transformed or stored, and the Outcome says ``abandoned``. It
     touches no database itself, so it can run wherever the fetcher, storage and runner work."""
     started = time.monotonic()
+    stages: dict[str, float] = {}
+    if item.queued_at is not None and item.claimed_at is not None:
+        stages["queue"] = (item.claimed_at - item.queued_at).total_seconds()
+    stage = "download"
+    mark = started
+
+    def timed(name: str) -> None:
+        """Close the running stage and start ``name``."""
+        nonlocal stage, mark
+        now = time.monotonic()
+        stages[stage] = now - mark
+        stage, mark = name, now
 
     def boundary() -> None:
         if not wanted():
@@ -100,6 +117,8 @@ def produce(
             row_number=item.row_number,
             position=item.position,
             url=item.url,
+            stages=stages,
+            failed_stage=None if success is not None else stage,
         )
 
     try:
@@ -107,16 +126,21 @@ def produce(
         boundary()
         fetched = fetcher.fetch(item.url)
         boundary()
+        timed("transform")
         result = runner(fetched.data, options)
         key = output_key(item.batch_id, item.row_number, item.position, result.extension)
         boundary()
+        timed("store")
         storage.put(key, result.data, result.content_type)
+        stages["store"] = time.monotonic() - mark
     except _Abandoned:
         return replace(outcome(None, "abandoned", "abandoned: no longer wanted"), abandoned=True)
     except PixelbatchError as exc:
+        stages[stage] = time.monotonic() - mark  # the failed stage took time too
         return outcome(None, exc.code, exc.message)
     except Exception:
         log.exception("unexpected error processing image %s (%s)", item.id, loggable_url(item.url))
+        stages[stage] = time.monotonic() - mark
         return outcome(None, "internal_error", "internal error processing image")
     success = images.ImageSuccess(
         output_key=key,
@@ -134,13 +158,19 @@ def produce(
 
 
 def record(
-    sessions: sessionmaker[Session], outcome: Outcome, owner: str, storage: Storage | None = None
+    sessions: sessionmaker[Session],
+    outcome: Outcome,
+    owner: str,
+    storage: Storage | None = None,
+    host_classes: dict[str, str] | None = None,
 ) -> bool:
     """Record the outcome once; returns True when this recording completed its batch.
 
     An abandoned outcome records nothing. A stored image whose recording finds it cancelled
     (the cancel came between the last boundary and the store) is removed from ``storage``:
-    nothing stays stored for an image that is not recorded as done."""
+    nothing stays stored for an image that is not recorded as done. The metrics count an
+    image here, after its recording committed: a re-leased image is counted by the worker
+    whose recording won, never twice."""
     if outcome.abandoned:
         log.info("image %s abandoned: its batch was cancelled or its lease lost", outcome.image_id)
         return False
@@ -166,9 +196,26 @@ def record(
                 "was cancelled" if cancelled else "was already recorded by another worker",
             )
             return False
-        _log_finished(outcome)
         batch = session.get(Batch, outcome.batch_id)
-        return batch is not None and batch.images_done + batch.images_failed >= batch.images_total
+        completed = (
+            batch is not None and batch.images_done + batch.images_failed >= batch.images_total
+        )
+    _count(outcome, recorded, host_classes or {})
+    _log_finished(outcome)
+    return completed
+
+
+def _count(outcome: Outcome, recorded: int, host_classes: dict[str, str]) -> None:
+    success = outcome.success
+    metrics.image_recorded(
+        count=recorded,
+        error_code=None if success is not None else outcome.error_code or "error",
+        bytes_in=success.bytes_in if success is not None else 0,
+        bytes_out=success.bytes_out if success is not None else 0,
+        stages=outcome.stages,
+        failed_stage=outcome.failed_stage,
+        host_class=host_class(outcome.url, host_classes) if outcome.failed_stage else "",
+    )
 
 
 def _log_finished(outcome: Outcome) -> None:
@@ -189,6 +236,22 @@ def _log_finished(outcome: Outcome) -> None:
         result,
         outcome.duration_ms,
         url,
+        extra={
+            "event": {
+                "event": "image_finished",
+                "batch_id": str(outcome.batch_id),
+                "image_id": outcome.image_id,
+                "row": outcome.row_number,
+                "position": outcome.position + 1,
+                "outcome": "done" if success is not None else "failed",
+                "code": None if success is not None else outcome.error_code,
+                "duration_ms": round(outcome.duration_ms, 1),
+                "stages_ms": {k: round(v * 1000, 1) for k, v in outcome.stages.items()},
+                "bytes_in": success.bytes_in if success is not None else None,
+                "bytes_out": success.bytes_out if success is not None else None,
+                "url": url,
+            }
+        },
     )
 
 
@@ -206,10 +269,15 @@ def handle_image(
             log.warning("could not check image %s is still wanted", item.id, exc_info=True)
             return True
 
-    outcome = produce(item, runtime.fetcher, runtime.storage, runner, wanted)
-    return record(runtime.sessions, outcome, owner, runtime.storage) and finalize_batch(
-        runtime, item.batch_id
-    )
+    metrics.busy(1)
+    try:
+        outcome = produce(item, runtime.fetcher, runtime.storage, runner, wanted)
+    finally:
+        metrics.busy(-1)
+    settings = runtime.settings
+    return record(
+        runtime.sessions, outcome, owner, runtime.storage, settings.host_classes
+    ) and finalize_batch(runtime, item.batch_id)
 
 
 def process_chunk(

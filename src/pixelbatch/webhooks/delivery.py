@@ -26,6 +26,7 @@ from pixelbatch.db.models import utcnow
 from pixelbatch.errors import FetchError
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
+from pixelbatch.telemetry import instruments as metrics
 from pixelbatch.webhooks.signing import load_or_create_secret, signature_headers
 
 log = logging.getLogger(__name__)
@@ -162,4 +163,9 @@ def deliver_due(runtime: Runtime, limit: int = 20, batch_id: uuid.UUID | None = 
                 delivered=delivered,
                 next_attempt_at=next_at,
             )
+        # Counted once the attempt is recorded: delivered, retrying (another attempt is
+        # due), or failed for good.
+        metrics.webhook_attempted(
+            "delivered" if delivered else "retrying" if next_at is not None else "failed"
+        )
     return attempted

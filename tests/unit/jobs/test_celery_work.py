@@ -51,7 +51,7 @@ def test_a_failed_chunk_hands_back_what_it_did_not_record(
     real = images.record_success
     calls: list[int] = []
 
-    def flaky(session: Session, image_id: int, owner: str, outcome: images.ImageSuccess) -> bool:
+    def flaky(session: Session, image_id: int, owner: str, outcome: images.ImageSuccess) -> int:
         calls.append(image_id)
         if len(calls) == 1:
             raise OperationalError("UPDATE images", {}, Exception("database is down"))

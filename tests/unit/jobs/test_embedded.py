@@ -145,7 +145,7 @@ def test_an_image_it_could_not_record_goes_back_at_once_not_after_its_lease(
     real = images.record_success
     failures: list[int] = []
 
-    def flaky(session: Session, image_id: int, owner: str, outcome: images.ImageSuccess) -> bool:
+    def flaky(session: Session, image_id: int, owner: str, outcome: images.ImageSuccess) -> int:
         if not failures:
             failures.append(image_id)
             raise OperationalError("UPDATE images", {}, Exception("database is down"))
