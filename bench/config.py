@@ -30,6 +30,8 @@ MODES = (
     "dist2s3",
     "kill_recovery",
     "large_csv",
+    # A 10-image high batch under a large normal one vs idle (bench/priority.py).
+    "priority",
 )
 
 

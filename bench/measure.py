@@ -84,13 +84,21 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def run_batch(api_url: str, body: bytes, hz: float, timeout: float = 1800) -> dict[str, Any]:
-    """Upload; poll the status endpoint ``hz`` times a second until final. The polls are
-    also the status-latency samples (taken while the batch runs)."""
+def run_batch(
+    api_url: str,
+    body: bytes,
+    hz: float,
+    timeout: float = 1800,
+    data: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Upload (``data``: more form fields); poll the status endpoint ``hz`` times a second
+    until final. The polls are also the status-latency samples (taken while it runs)."""
     latencies: list[float] = []
     with httpx.Client(base_url=api_url, timeout=60) as client:
         started = time.perf_counter()
-        response = client.post("/api/upload", files={"file": ("bench.csv", body, "text/csv")})
+        response = client.post(
+            "/api/upload", files={"file": ("bench.csv", body, "text/csv")}, data=data or {}
+        )
         if response.status_code != 202:
             raise RuntimeError(f"upload answered {response.status_code}: {response.text[:500]}")
         accepted = time.perf_counter()

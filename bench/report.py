@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import pct
+from bench.priority import summary as priority_summary
 
 
 def summarise(
@@ -39,6 +40,8 @@ def summarise(
             "p99": round(pct(values, 99), 1),
             "max": round(max(values), 1) if values else None,
         }
+    if samples.get("priority"):
+        report["priority"] = priority_summary(samples["priority"])
     report["memory"] = memory
     report["ratios"] = ratios(report["results"])
     report["targets"] = targets(report)
@@ -104,6 +107,13 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         for m in report["memory"]
         if str(m["role"]).startswith(("worker", "embedded"))
     ]
+    priority = report.get("priority")
+    add(
+        "10-image high batch under a large one / idle (median)",
+        priority["median_busy_over_idle"] if priority else None,
+        "<=",
+        2.0,
+    )
     add("peak RSS per worker process (MB)", max(workers, default=None), "<=", 300)
     kill = report.get("kill_recovery")
     if kill:
@@ -192,6 +202,15 @@ def print_report(report: dict[str, Any], path: Path) -> None:
             f" at {kill['killed_at_done']} done, back in {kill['restart_s']} s): unkilled "
             f"{kill['unkilled_s']} s, killed {kill['killed_s']} s → delay {kill['delay_s']} s "
             f"(ratio {kill['ratio']})"
+        )
+    priority = report.get("priority")
+    if priority:
+        print(
+            f"high-priority latency: a {priority['images']}-image high batch takes "
+            f"{priority['median_busy_s']:.2f} s while a {priority['big_images']}-image normal "
+            f"batch runs vs {priority['median_idle_s']:.2f} s idle (median x"
+            f"{priority['median_busy_over_idle']:.2f})"
+            + ("" if priority["big_still_running"] else "; the large batch had finished first!")
         )
     print()
     print("targets:")

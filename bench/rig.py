@@ -73,7 +73,7 @@ class Rig:
         self._start_floors()
         if "turbojpeg" in self.cfg.modes:
             self._start_turbojpeg()
-        if "embedded" in self.cfg.modes:
+        if "embedded" in self.cfg.modes or "priority" in self.cfg.modes:
             self.embedded = self._start_embedded(warm, "embedded", {})
         if "embedded_nometrics" in self.cfg.modes:
             self.embedded_nometrics = self._start_embedded(

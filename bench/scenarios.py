@@ -25,6 +25,7 @@ from bench.distributed import Distributed
 from bench.kill_recovery import measure_kill_recovery
 from bench.large_csv import large_csv
 from bench.measure import StatusProbe, Workload, rate, run_batch, subset_count, workload
+from bench.priority import measure_priority
 from bench.report import summarise
 from bench.rig import Rig
 from bench.subject import machine_info, use_code
@@ -102,8 +103,10 @@ def measure_round(rig: Rig, r: int) -> None:
     embedded = [("embedded", rig.embedded), ("embedded_nometrics", rig.embedded_nometrics)]
     # With and without metrics back to back, in alternating order: neither always goes first.
     for mode, api in embedded if r % 2 == 0 else embedded[::-1]:
-        if api is not None:
+        if api is not None and mode in rig.cfg.modes:
             rig.measure(mode, functools.partial(_batch, rig, mode, api.base_url, main))
+    if rig.embedded is not None and "priority" in rig.cfg.modes:
+        measure_priority(rig, r)
     if rig.dist is not None and rig.dist.api is not None:
         measure_distributed(rig, rig.dist, rig.dist.api, small, main)
     if rig.dist_s3 is not None and rig.dist_s3.api is not None:

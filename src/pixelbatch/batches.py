@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from pixelbatch.db import batch_lifecycle, batch_reads
 from pixelbatch.db.batch_reads import ErrorCount, ImageRow
 from pixelbatch.db.engine import reading, transaction
-from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, WebhookDelivery
+from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, Priority, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
 from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.jobs.removal import remove_batch
@@ -62,12 +62,15 @@ class Page(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    offset: int = Field(0, ge=0)
+    # Bounded so that a huge offset is a 422 naming it, not an integer the database
+    # cannot bind (SQLite: 64 bits); no list is anywhere near this long.
+    offset: int = Field(0, ge=0, le=2**31 - 1)
 
 
 class BatchQuery(Page):
     limit: int = Field(50, ge=1, le=500)
     status: BatchStatus | None = None
+    priority: Priority | None = None
 
 
 class ImageQuery(Page):
@@ -78,7 +81,12 @@ class ImageQuery(Page):
 def list_batches(runtime: Runtime, query: BatchQuery, *, tenant: str) -> tuple[list[Batch], int]:
     with reading(runtime.sessions) as session:
         return batch_reads.batches_page(
-            session, tenant, offset=query.offset, limit=query.limit, status=query.status
+            session,
+            tenant,
+            offset=query.offset,
+            limit=query.limit,
+            status=query.status,
+            priority=query.priority,
         )
 
 

@@ -23,8 +23,8 @@ from pixelbatch.auth.keys import ANONYMOUS, Principal
 from pixelbatch.catalog import CatalogReader, CsvLimits
 from pixelbatch.db import bulk, images
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.models import Batch, BatchStatus
-from pixelbatch.errors import FetchError, InvalidInput
+from pixelbatch.db.models import Batch, BatchStatus, Priority
+from pixelbatch.errors import FetchError, InvalidInput, PixelbatchError
 from pixelbatch.fetch import effective_port, parse_http_url
 from pixelbatch.fetch.urls import normalize_http_url
 from pixelbatch.jobs.dispatch import Dispatcher
@@ -100,6 +100,25 @@ def processing_options(
         raise InvalidInput(f"invalid processing options: {exc.errors()[0]['msg']}") from None
 
 
+class PriorityNotAllowed(PixelbatchError):
+    """The caller's API key may not ask for this priority (``keys create --max-priority``)."""
+
+    code = "priority_not_allowed"
+    status_code = 403
+
+
+def allowed_priority(principal: Principal, priority: Priority) -> Priority:
+    """``priority`` if the caller's key may ask for it; refused (403) above the key's cap.
+    Checked in the one submission path, so the API, the UI and the CLI agree."""
+    cap = principal.max_priority
+    if cap is not None and priority.rank > cap.rank:
+        raise PriorityNotAllowed(
+            f"priority: this API key may ask for at most {cap.value!r}, not {priority.value!r}",
+            details={"field": "priority", "max_priority": cap.value},
+        )
+    return priority
+
+
 def upload(
     runtime: Runtime,
     dispatcher: Dispatcher | None,
@@ -111,6 +130,7 @@ def upload(
     idempotency_key: str | None = None,
     principal: Principal = ANONYMOUS,
     public_url: str | None = None,
+    priority: Priority = Priority.NORMAL,
 ) -> tuple[Batch, bool]:
     """Validate and store a catalog as a new batch, all or nothing, then ring the doorbell.
 
@@ -118,15 +138,17 @@ def upload(
     earlier one). Uploads with an API key count against that key's rate limit. The batch is
     committed before the dispatcher (if any) hears of it, so it can never be lost and a
     message never names work that is not there. ``public_url``: the base URL the upload
-    reached the API through, recorded as the base of the batch's URLs.
+    reached the API through, recorded as the base of the batch's URLs. ``priority``: how
+    soon its images are leased, within the caller's key's cap.
     """
+    allowed_priority(principal, priority)
     if principal.key_id is not None:
         runtime.rate_limiter.hit(str(principal.key_id))
     if webhook_url:
         webhook_url = validate_url(runtime, webhook_url)
     fingerprint = None
     if idempotency_key:
-        fingerprint = request_fingerprint(source, options, webhook_url)
+        fingerprint = request_fingerprint(source, options, webhook_url, priority)
     earlier = _earlier_batch(runtime, principal, idempotency_key, fingerprint)
     if earlier is not None:
         return earlier, False
@@ -149,6 +171,7 @@ def upload(
                 input_filename=Path(filename or "upload.csv").name[:255],
                 input_key=input_csv_key(batch_id),
                 webhook_url=webhook_url,
+                priority=priority,
                 options=options.model_dump(mode="json"),
                 extra_columns=list(reader.extra_columns),
                 csv_dialect=reader.dialect.to_json(),
@@ -191,16 +214,23 @@ def upload(
 
 
 def request_fingerprint(
-    source: IO[bytes], options: TransformOptions, webhook_url: str | None
+    source: IO[bytes],
+    options: TransformOptions,
+    webhook_url: str | None,
+    priority: Priority = Priority.NORMAL,
 ) -> str:
-    """SHA-256 of everything an upload asks for: the file's bytes, the options in effect
-    and the webhook. Two requests with one idempotency key must have the same one."""
+    """SHA-256 of everything an upload asks for: the file's bytes, the options in effect,
+    the webhook and the priority. Two requests with one idempotency key must have the same
+    one. A ``normal`` priority adds nothing, so fingerprints stored before priorities
+    existed still match their retries."""
     file_digest = hashlib.sha256()
     source.seek(0)
     for chunk in iter(functools.partial(source.read, 1 << 16), b""):
         file_digest.update(chunk)
     source.seek(0)
-    asked = [file_digest.hexdigest(), options.model_dump(mode="json"), webhook_url]
+    asked: list[object] = [file_digest.hexdigest(), options.model_dump(mode="json"), webhook_url]
+    if priority != Priority.NORMAL:
+        asked.append(priority.value)
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 

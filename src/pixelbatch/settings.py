@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # dead one's come back within one lease (plus a sweep to ring for them).
     lease_seconds: float = Field(10.0, gt=0, le=3600)
     poll_interval: float = Field(1.0, gt=0)
+    # How long a `low` batch waits (since its upload) before it competes as `normal`, so
+    # a stream of normal work cannot starve it forever (db.fair_share).
+    priority_aging_seconds: float = Field(600.0, gt=0)
     finalize_lease_seconds: float = Field(15.0, gt=0, le=3600)
     # Distributed mode: how often a worker sweeps for work whose message was lost (or whose
     # leases ran out), how many doorbell messages keep the queue moving, and the hard time

@@ -39,3 +39,24 @@ def test_quick_embedded_report(tmp_path: Path) -> None:
     assert report["ratios"]["embedded/embedded_nometrics"] > 0
 
     bench_run.print_report(report, output)  # the table renders from a partial report
+
+
+def test_quick_priority_report(tmp_path: Path) -> None:
+    """The high-priority latency scenario: a 10-image high batch timed idle and under a
+    large normal batch, in the same run; the large batch is cancelled after each round."""
+    output = tmp_path / "results.json"
+    argv = ["--quick", "--synthetic", "--modes", "priority", "--products", "4"]
+    cfg = bench_run.parse([*argv, "--output", str(output)])
+    cfg.quiet = True
+    report = bench_run.run(cfg)
+
+    priority = report["priority"]
+    assert priority["images"] == 10
+    assert priority["median_idle_s"] > 0 and priority["median_busy_s"] > 0
+    assert priority["big_images"] >= 240
+    [sample] = report["results"]["priority"]["rounds"]
+    assert sample["status"] == "COMPLETED" and sample["failed"] == 0
+    assert sample["big_status_when_high_finished"] == "PROCESSING"
+    target = "10-image high batch under a large one / idle (median)"
+    assert any(t["target"] == target and t["value"] is not None for t in report["targets"])
+    bench_run.print_report(report, output)

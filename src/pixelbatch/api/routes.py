@@ -13,7 +13,7 @@ from pixelbatch import batches, intake
 from pixelbatch.api import schemas
 from pixelbatch.api.security import CurrentPrincipal
 from pixelbatch.api.urls import request_base_url
-from pixelbatch.db.models import Batch
+from pixelbatch.db.models import Batch, Priority
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import output_csv_url
 from pixelbatch.runtime import Runtime
@@ -25,6 +25,7 @@ router = APIRouter()
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": schemas.ErrorBody},
     401: {"model": schemas.ErrorBody},
+    403: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody},
     409: {"model": schemas.ErrorBody},
     413: {"model": schemas.ErrorBody},
@@ -76,6 +77,7 @@ def _summary(request: Request, batch: Batch) -> schemas.BatchSummary:
     return schemas.BatchSummary(
         request_id=batch.id,
         status=batch.status,
+        priority=batch.priority,
         input_filename=batch.input_filename,
         counts=_counts(batch),
         progress=_progress(batch),
@@ -99,6 +101,11 @@ class UploadForm(BaseModel):
     max_height: int | None = Field(None, ge=1, le=20000)
     keep_metadata: bool = False
     webhook_url: str | None = None
+    priority: Priority = Field(
+        Priority.NORMAL,
+        description="How soon the batch's images are served: higher levels first (an API"
+        " key may cap it: 403 priority_not_allowed)",
+    )
 
     def options(self, settings: Settings) -> TransformOptions:
         """The processing fields, as they came, through ``intake.processing_options``."""
@@ -137,6 +144,7 @@ def upload(
         webhook_url=form.webhook_url or None,
         idempotency_key=idempotency_key,
         principal=who,
+        priority=form.priority,
         # Recorded for the URLs the finaliser writes later, with no request at hand.
         public_url=None if runtime.settings.public_url else _request_base(request),
     )
@@ -245,6 +253,7 @@ def list_images(
             source_quality=r.image.source_quality,
             output_quality=r.image.output_quality,
             duration_ms=r.image.duration_ms,
+            finished_at=r.image.finished_at,
         )
         for r in rows
     ]

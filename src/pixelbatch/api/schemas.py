@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus
+from pixelbatch.db.models import BatchStatus, DeliveryStatus, ImageStatus, Priority
 
 
 class ErrorBody(BaseModel):
@@ -49,6 +49,7 @@ class WebhookStatus(BaseModel):
 class BatchSummary(BaseModel):
     request_id: uuid.UUID
     status: BatchStatus
+    priority: Priority
     input_filename: str
     counts: Counts
     progress: float = Field(ge=0, le=1)
@@ -102,6 +103,7 @@ class ImageDetail(BaseModel):
     source_quality: int | None
     output_quality: int | None
     duration_ms: float | None
+    finished_at: datetime | None = Field(description="When its outcome was recorded")
 
 
 class ImagePage(BaseModel):

@@ -18,7 +18,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from pixelbatch.db import api_keys
-from pixelbatch.db.models import ApiKey, utcnow
+from pixelbatch.db.models import ApiKey, Priority, utcnow
 from pixelbatch.errors import InvalidInput, NotFound, PixelbatchError
 from pixelbatch.secrets import new_secret
 
@@ -39,6 +39,8 @@ class Principal:
 
     tenant: str
     key_id: uuid.UUID | None = None
+    # The highest priority this caller's uploads may ask for; None: any.
+    max_priority: Priority | None = None
     last_used_stale: bool = field(default=False, compare=False)
 
 
@@ -52,13 +54,20 @@ class CreatedKey:
     name: str
     key: str
     webhook_secret: str
+    max_priority: Priority | None = None
 
 
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, *, name: str, tenant: str | None = None) -> CreatedKey:
+def create_key(
+    session: Session,
+    *,
+    name: str,
+    tenant: str | None = None,
+    max_priority: Priority | None = None,
+) -> CreatedKey:
     tenant = tenant or name
     if not TENANT_RE.match(tenant):
         raise InvalidInput(
@@ -73,9 +82,10 @@ def create_key(session: Session, *, name: str, tenant: str | None = None) -> Cre
         prefix=prefix,
         key_hash=_hash(key),
         webhook_secret=new_secret(),
+        max_priority=max_priority,
     )
     session.add(row)
-    return CreatedKey(row.id, tenant, row.name, key, row.webhook_secret)
+    return CreatedKey(row.id, tenant, row.name, key, row.webhook_secret, max_priority)
 
 
 def authenticate(session: Session, presented: str | None) -> Principal:
@@ -91,7 +101,9 @@ def authenticate(session: Session, presented: str | None) -> Principal:
     if row is None or not valid or row.revoked_at is not None:
         raise Unauthorized("invalid or revoked API key")
     stale = row.last_used_at is None or utcnow() - row.last_used_at > LAST_USED_RESOLUTION
-    return Principal(tenant=row.tenant, key_id=row.id, last_used_stale=stale)
+    return Principal(
+        tenant=row.tenant, key_id=row.id, max_priority=row.max_priority, last_used_stale=stale
+    )
 
 
 def touch_key(session: Session, key_id: uuid.UUID) -> None:

@@ -11,6 +11,7 @@ from rich.table import Table
 from pixelbatch.auth.keys import create_key, list_keys, revoke_key
 from pixelbatch.cli.common import console, exit_on_error, keys_app, opened_runtime, settings_of
 from pixelbatch.db.engine import transaction
+from pixelbatch.db.models import Priority
 
 
 @keys_app.command("create")
@@ -20,6 +21,14 @@ def keys_create(
     tenant: Annotated[
         str | None, typer.Option(help="Tenant the key belongs to (default: the name)")
     ] = None,
+    max_priority: Annotated[
+        Priority | None,
+        typer.Option(
+            case_sensitive=False,
+            help="Highest batch priority this key may ask for (default: any); above it an"
+            " upload is refused with 403 priority_not_allowed",
+        ),
+    ] = None,
 ) -> None:
     """Create an API key; the key and its webhook secret are shown once."""
     with (
@@ -27,15 +36,20 @@ def keys_create(
         opened_runtime(settings_of(ctx)) as runtime,
         transaction(runtime.sessions) as session,
     ):
-        created = create_key(session, name=name, tenant=tenant)
+        created = create_key(session, name=name, tenant=tenant, max_priority=max_priority)
     console.print(f"key id:         {created.id}")
     console.print(f"tenant:         {created.tenant}")
+    console.print(f"max priority:   {_cap(created.max_priority)}")
     console.print(f"api key:        {created.key}")
     console.print(f"webhook secret: {created.webhook_secret}")
     console.print("[bold]Store both now: they are not shown again.[/]")
 
 
-WIDE_TABLE = 130
+WIDE_TABLE = 140
+
+
+def _cap(max_priority: Priority | None) -> str:
+    return max_priority.value if max_priority is not None else "any"
 
 
 def _when(moment: datetime | None) -> str:
@@ -58,12 +72,15 @@ def keys_list(ctx: typer.Context) -> None:
             revoked = f"  [red]revoked {_when(row.revoked_at)}[/]" if row.revoked_at else ""
             console.print(f"[bold]pb_{row.prefix}[/]  {row.id}{revoked}", highlight=False)
             console.print(
-                f"  tenant {row.tenant}, name {row.name}, created {_when(row.created_at)}, "
+                f"  tenant {row.tenant}, name {row.name}, max priority {_cap(row.max_priority)},"
+                f" created {_when(row.created_at)}, "
                 f"last used {_when(row.last_used_at) or 'never'}",
                 highlight=False,
             )
         return
-    table = Table("prefix", "id", "tenant", "name", "created", "last used", "revoked")
+    table = Table(
+        "prefix", "id", "tenant", "name", "max priority", "created", "last used", "revoked"
+    )
     for index, column in enumerate(table.columns):
         column.no_wrap, column.overflow = index < 2, "fold"
     for row in rows:
@@ -72,6 +89,7 @@ def keys_list(ctx: typer.Context) -> None:
             str(row.id),
             row.tenant,
             row.name,
+            _cap(row.max_priority),
             _when(row.created_at),
             _when(row.last_used_at),
             _when(row.revoked_at),

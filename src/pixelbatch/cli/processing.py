@@ -19,7 +19,7 @@ from pixelbatch.cli.common import (
     setup_logging,
     ui_url,
 )
-from pixelbatch.db.models import Batch, BatchStatus, DeliveryStatus
+from pixelbatch.db.models import Batch, BatchStatus, DeliveryStatus, Priority
 from pixelbatch.jobs.local import run_to_completion
 from pixelbatch.runtime import LOCAL_FILES, Runtime
 from pixelbatch.transform import OutputFormat, TransformOptions
@@ -31,6 +31,7 @@ def _run_batch(
     options: TransformOptions,
     webhook_url: str | None,
     public_url: str | None = None,
+    priority: Priority = Priority.NORMAL,
 ) -> Batch:
     """``public_url``: where a server will serve the outputs; without one (nor
     PIXELBATCH_PUBLIC_URL) the output CSV links to the local files, since none runs."""
@@ -42,6 +43,7 @@ def _run_batch(
             filename=csv_path.name,
             options=options,
             webhook_url=webhook_url,
+            priority=priority,
             public_url=(public_url or runtime.settings.public_url or LOCAL_FILES).rstrip("/"),
         )
     with Progress(
@@ -76,6 +78,7 @@ def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> bool:
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")  # a path is folded onto more lines, never cut
     table.add_row("status", batch.status.value)
+    table.add_row("priority", batch.priority.value)
     table.add_row("products", str(batch.products_total))
     table.add_row("images", str(batch.images_total))
     table.add_row("done", str(batch.images_done))
@@ -137,6 +140,13 @@ def process(
     max_height: Annotated[int | None, typer.Option(min=1, help="Bounding box height")] = None,
     keep_metadata: Annotated[bool, typer.Option(help="Keep EXIF metadata")] = False,
     webhook_url: Annotated[str | None, typer.Option(help="Webhook to call when done")] = None,
+    priority: Annotated[
+        Priority,
+        typer.Option(
+            case_sensitive=False,
+            help="How soon its images are leased when other batches share the database",
+        ),
+    ] = Priority.NORMAL,
     public_url: Annotated[
         str | None,
         typer.Option(
@@ -162,7 +172,7 @@ def process(
             max_height=max_height,
             keep_metadata=keep_metadata,
         )
-        batch = _run_batch(runtime, csv_path, options, webhook_url, public_url)
+        batch = _run_batch(runtime, csv_path, options, webhook_url, public_url, priority)
         webhook_ok = _summary(runtime, batch, output)
     if batch.status != BatchStatus.COMPLETED or not webhook_ok:
         raise typer.Exit(1)

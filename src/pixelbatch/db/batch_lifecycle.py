@@ -7,6 +7,7 @@ expects, so racing callers change nothing twice. Callers own the transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,11 +26,11 @@ from pixelbatch.db.models import (
 )
 
 
-def mark_started(session: Session, batch_id: uuid.UUID, now: datetime) -> None:
+def mark_started(session: Session, batch_ids: Collection[uuid.UUID], now: datetime) -> None:
     """A pending batch becomes PROCESSING when its first image is leased."""
     session.execute(
         update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.PENDING)
+        .where(Batch.id.in_(list(batch_ids)), Batch.status == BatchStatus.PENDING)
         .values(status=BatchStatus.PROCESSING, started_at=now)
     )
 

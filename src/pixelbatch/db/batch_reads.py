@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product, WebhookDelivery
+from pixelbatch.db.models import (
+    Batch,
+    BatchStatus,
+    Image,
+    ImageStatus,
+    Priority,
+    Product,
+    WebhookDelivery,
+)
 
 # The error summary shows the commonest codes; a batch rarely has more than a handful.
 ERROR_CODES_SHOWN = 20
@@ -70,7 +78,13 @@ def latest_delivery(session: Session, batch_id: uuid.UUID) -> WebhookDelivery | 
 
 
 def batches_page(
-    session: Session, tenant: str, *, offset: int, limit: int, status: BatchStatus | None
+    session: Session,
+    tenant: str,
+    *,
+    offset: int,
+    limit: int,
+    status: BatchStatus | None,
+    priority: Priority | None = None,
 ) -> tuple[list[Batch], int]:
     """One page of a tenant's batches, newest first, and how many there are in all."""
     query = select(Batch).where(Batch.tenant == tenant)
@@ -78,6 +92,9 @@ def batches_page(
     if status is not None:
         query = query.where(Batch.status == status)
         count = count.where(Batch.status == status)
+    if priority is not None:
+        query = query.where(Batch.priority == priority)
+        count = count.where(Batch.priority == priority)
     total = session.scalar(count) or 0
     batches = session.scalars(query.order_by(Batch.created_at.desc()).offset(offset).limit(limit))
     return list(batches), total

@@ -1,4 +1,4 @@
-"""The image state machine: claim (fairly across batches), renew, release, record once.
+"""The image state machine: claim (by priority, fairly), renew, release, record once.
 
 Every change is a conditional UPDATE whose WHERE clause says which state it expects, so a
 duplicate delivery, a lost lease or two workers racing change nothing twice: the loser's
@@ -8,15 +8,16 @@ UPDATE matches no row and it knows it lost. Callers own the transaction; nothing
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, union_all, update
 from sqlalchemy.orm import Session
 
-from pixelbatch.db import batch_lifecycle
+from pixelbatch.db import batch_lifecycle, fair_share
 from pixelbatch.db.models import (
     ACTIVE_BATCH_STATES,
     Batch,
@@ -35,6 +36,9 @@ class ClaimedImage:
     row_number: int
     position: int
     options: dict[str, Any]
+    # The level its batch was leased at (Priority.rank, aging included): an embedded
+    # worker serves its own queues in this order too.
+    priority: int = 1
     # When its batch was accepted and when this lease began: the queue stage of the metrics.
     queued_at: datetime | None = None
     claimed_at: datetime | None = None
@@ -61,69 +65,72 @@ def claim_images(
     limit: int,
     lease_seconds: float,
     batch_id: uuid.UUID | None = None,
+    aging_seconds: float | None = None,
 ) -> list[ClaimedImage]:
     """Lease up to ``limit`` images that are pending or whose lease ran out.
 
-    The limit is shared fairly across the active batches, oldest first, so one large batch
-    cannot starve the others.
+    Higher priorities first; within the top level that has work, an even share per tenant,
+    then per batch, counted in live leases (``db.fair_share``). ``aging_seconds``: how long
+    a ``low`` batch waits before it competes as ``normal`` (None: never). A few statements
+    whatever the number of batches: one reads the field, then per planning round one
+    reads the options of the batches served and ``_claim_planned`` leases from all of them.
     """
     if limit <= 0:
         return []
     now = utcnow()
-    batch_query = (
-        select(Batch.id, Batch.options, Batch.created_at)
-        .where(Batch.status.in_(ACTIVE_BATCH_STATES))
-        .order_by(Batch.created_at)
-        .limit(limit)
-    )
-    if batch_id is not None:
-        batch_query = batch_query.where(Batch.id == batch_id)
-    batches = session.execute(batch_query).all()
-    if not batches:
-        return []
-    per_batch = max(1, -(-limit // len(batches)))
+    field = fair_share.contenders(session, now, aging_seconds=aging_seconds, batch_id=batch_id)
     claimed: list[ClaimedImage] = []
-    # First an equal share each; then what is left goes to batches that had more to give.
-    hungry = []
-    for bid, options, created in batches:
-        take = min(per_batch, limit - len(claimed))
-        if take <= 0:
+    options: dict[uuid.UUID, dict[str, Any]] = {}
+    while len(claimed) < limit:
+        planned = fair_share.plan(field, limit - len(claimed))
+        if not planned:
             break
-        got = _claim_from_batch(session, bid, options, take, owner, (now, created), lease_seconds)
+        unknown = [c.batch_id for c, _ in planned if c.batch_id not in options]
+        options.update(fair_share.options_of(session, unknown))
+        got = _claim_planned(session, planned, options, owner, now, lease_seconds)
         claimed.extend(got)
-        if len(got) == take:
-            hungry.append((bid, options, created))
-    for bid, options, created in hungry:
-        take = limit - len(claimed)
-        if take <= 0:
-            break
-        claimed.extend(
-            _claim_from_batch(session, bid, options, take, owner, (now, created), lease_seconds)
-        )
+        per_batch = Counter(item.batch_id for item in got)
+        for contender, take in planned:
+            contender.live += per_batch[contender.batch_id]
+            if per_batch[contender.batch_id] < take:
+                # Exhausted (or the rest is locked by another claimer): plan without it.
+                contender.waiting = False
     return claimed
 
 
-def _claim_from_batch(
+# SQLite allows at most 500 terms in a compound SELECT; a claim rarely plans more than a
+# few dozen batches, but a large CHUNK_SIZE could.
+UNION_TERMS = 200
+
+
+def _claim_planned(
     session: Session,
-    batch_id: uuid.UUID,
-    options: dict[str, Any],
-    take: int,
+    planned: list[tuple[fair_share.Contender, int]],
+    options: dict[uuid.UUID, dict[str, Any]],
     owner: str,
-    times: tuple[datetime, datetime],
+    now: datetime,
     lease_seconds: float,
 ) -> list[ClaimedImage]:
-    """``times``: now, and when the batch was accepted."""
-    now, created = times
-    query = (
-        select(Image.id, Image.url, Image.position, Product.row_number)
-        .join(Product, Product.id == Image.product_id)
-        .where(Image.batch_id == batch_id, claimable_now(now))
-        .order_by(Image.id)
-        .limit(take)
-    )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=Image)
-    rows = session.execute(query).all()
+    """Lease what ``planned`` asks of each batch: one SELECT (a ``UNION ALL`` of each
+    batch's first claimable images, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), one UPDATE,
+    one start mark, however many batches the plan names."""
+    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    rows: list[Any] = []
+    for start in range(0, len(planned), UNION_TERMS):
+        parts = []
+        for contender, take in planned[start : start + UNION_TERMS]:
+            part = (
+                select(Image.id, Image.batch_id, Image.url, Image.position, Product.row_number)
+                .join(Product, Product.id == Image.product_id)
+                .where(Image.batch_id == contender.batch_id, fair_share.claimable_now(now))
+                .order_by(Image.id)
+                .limit(take)
+            )
+            if postgres:
+                part = part.with_for_update(skip_locked=True, of=Image)
+            parts.append(part)
+        query = parts[0] if len(parts) == 1 else union_all(*(select(p.subquery()) for p in parts))
+        rows.extend(session.execute(query).all())
     if not rows:
         return []
     session.execute(
@@ -136,31 +143,23 @@ def _claim_from_batch(
             attempts=Image.attempts + 1,
         )
     )
-    batch_lifecycle.mark_started(session, batch_id, now)
+    batch_lifecycle.mark_started(session, {r.batch_id for r in rows}, now)
+    levels = {contender.batch_id: contender.level for contender, _ in planned}
+    created = {contender.batch_id: contender.created_at for contender, _ in planned}
     return [
         ClaimedImage(
             id=r.id,
-            batch_id=batch_id,
+            batch_id=r.batch_id,
             url=r.url,
             row_number=r.row_number,
             position=r.position,
-            options=options,
-            queued_at=created,
+            options=options[r.batch_id],
+            priority=levels[r.batch_id],
+            queued_at=created[r.batch_id],
             claimed_at=now,
         )
         for r in rows
     ]
-
-
-def claimable_now(now: datetime) -> Any:
-    """Waiting for a worker: pending, or leased with the lease run out (not a duplicate)."""
-    return and_(
-        Image.duplicate_of.is_(None),
-        or_(
-            Image.status == ImageStatus.PENDING,
-            and_(Image.status == ImageStatus.PROCESSING, Image.lease_until < now),
-        ),
-    )
 
 
 def count_claimable(session: Session) -> int:
@@ -170,7 +169,7 @@ def count_claimable(session: Session) -> int:
             select(func.count())
             .select_from(Image)
             .join(Batch, Batch.id == Image.batch_id)
-            .where(Batch.status.in_(ACTIVE_BATCH_STATES), claimable_now(utcnow()))
+            .where(Batch.status.in_(ACTIVE_BATCH_STATES), fair_share.claimable_now(utcnow()))
         )
         or 0
     )

@@ -83,6 +83,22 @@ class BatchStatus(enum.StrEnum):
 ACTIVE_BATCH_STATES = (BatchStatus.PENDING, BatchStatus.PROCESSING)
 
 
+class Priority(enum.StrEnum):
+    """How soon a batch's images are leased: every claim serves the highest level that has
+    work first (``db.images.claim_images``; ``low`` is lifted after waiting, see there)."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return PRIORITY_RANKS[self]
+
+
+PRIORITY_RANKS = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
+
+
 class ImageStatus(enum.StrEnum):
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
@@ -98,7 +114,16 @@ class DeliveryStatus(enum.StrEnum):
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, native_enum=False, length=32, validate_strings=True)
+    # Stored by value (the API's spelling: "low", not "LOW"); for the older enums the
+    # names and values are the same.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        length=32,
+        validate_strings=True,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class ApiKey(Base):
@@ -118,6 +143,8 @@ class ApiKey(Base):
     webhook_secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The highest priority this key's uploads may ask for; None: any.
+    max_priority: Mapped[Priority | None] = mapped_column(_enum(Priority, "priority"))
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
@@ -144,6 +171,9 @@ class Batch(Base):
     input_filename: Mapped[str] = mapped_column(String(255))
     input_key: Mapped[str] = mapped_column(String(255))
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[Priority] = mapped_column(
+        _enum(Priority, "priority"), default=Priority.NORMAL, server_default=Priority.NORMAL.value
+    )
     options: Mapped[dict[str, Any]] = mapped_column(JSON)
     extra_columns: Mapped[list[str]] = mapped_column(JSON)
     # The input CSV's dialect ({"delimiter", "bom"}), repeated by the output CSV; None on

@@ -8,15 +8,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, Select, String, func, literal, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from pixelbatch.db.images import claimable_now
+from pixelbatch.db.fair_share import claimable_now
 from pixelbatch.db.models import (
     ACTIVE_BATCH_STATES,
     Batch,
     Image,
     ImageStatus,
+    Priority,
     WebhookDelivery,
     utcnow,
 )
@@ -54,26 +55,18 @@ def _counts(session: Session, query: Select[_Status, int]) -> dict[str, int]:
     return {str(status): int(count) for status, count in session.execute(query)}
 
 
-PRIORITIES = ("low", "normal", "high")
-
-
-def _priority() -> ColumnElement[str]:
-    """The batch priority to group the queue by. Batches have no priority column yet: every
-    batch is "normal" until one exists; then this is ``Batch.priority`` (the one place to
-    change)."""
-    return literal("normal", String())
+PRIORITIES = tuple(p.value for p in Priority)
 
 
 def queue_by_priority(session: Session) -> dict[str, int]:
     """Images waiting for a worker (pending, or leased with the lease run out) of active
     batches, per batch priority; every priority present, zeros included."""
-    priority = _priority().label("priority")
     query = (
-        select(priority, func.count())
+        select(Batch.priority, func.count())
         .select_from(Image)
         .join(Batch, Batch.id == Image.batch_id)
         .where(Batch.status.in_(ACTIVE_BATCH_STATES), claimable_now(utcnow()))
-        .group_by(priority)
+        .group_by(Batch.priority)
     )
     counts = dict.fromkeys(PRIORITIES, 0)
     counts.update({str(p): int(n) for p, n in session.execute(query)})

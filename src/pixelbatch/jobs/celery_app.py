@@ -155,6 +155,7 @@ def work() -> int:
             owner=state.owner,
             limit=settings.chunk_size,
             lease_seconds=settings.lease_seconds,
+            aging_seconds=settings.priority_aging_seconds,
         )
     if not items:
         return 0

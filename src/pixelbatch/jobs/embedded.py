@@ -2,28 +2,31 @@
 
 Downloads run on a thread pool (they wait on the network), transforms on a process pool
 (they need the cores). The dispatcher keeps about twice as many images in flight as there are
-download threads, so a decode never waits for a download to start.
+download threads, so a decode never waits for a download to start. Both pools take the
+highest-priority image waiting first (``jobs.ordered``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import ClaimedImage, claim_images, lease_owners, release_leases
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
+from pixelbatch.jobs.ordered import PriorityExecutor, PriorityGate
 from pixelbatch.jobs.removal import remove_expired
 from pixelbatch.jobs.routine import handle_image
 from pixelbatch.jobs.transform_pool import TransformPool
 from pixelbatch.runtime import Runtime
 from pixelbatch.telemetry import instruments as metrics
+from pixelbatch.transform import TransformOptions, TransformResult
 from pixelbatch.webhooks.delivery import deliver_due
 
 log = logging.getLogger(__name__)
@@ -41,12 +44,12 @@ class EmbeddedWorker:
         settings = runtime.settings
         self.capacity = max(2, settings.fetch_concurrency * 2)
         metrics.set_capacity(settings.fetch_concurrency)  # images run on that many threads
-        self._downloads = ThreadPoolExecutor(
-            max_workers=settings.fetch_concurrency, thread_name_prefix="pixelbatch-image"
-        )
+        self._downloads = PriorityExecutor(settings.fetch_concurrency, "pixelbatch-image")
         self._transforms = TransformPool(
             settings.resolved_transform_workers, settings.max_pixels, settings.transform_timeout
         )
+        # As many slots as pool children, so the pool's own (first come) queue stays empty.
+        self._transform_slots = PriorityGate(settings.resolved_transform_workers)
         self._leases = LeaseKeeper(runtime, self.owner)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -81,7 +84,7 @@ class EmbeddedWorker:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=30)
-        self._downloads.shutdown(wait=True, cancel_futures=True)
+        self._downloads.shutdown()
         self._transforms.shutdown()
         self._leases.stop()
         self._release_leases()
@@ -140,15 +143,21 @@ class EmbeddedWorker:
                 limit=room,
                 lease_seconds=self.runtime.settings.lease_seconds,
                 batch_id=self.batch_id,
+                aging_seconds=self.runtime.settings.priority_aging_seconds,
             )
         self._leases.hold(item.id for item in items)
         for item in items:
-            self._downloads.submit(self._run_one, item)
+            self._downloads.submit(item.priority, functools.partial(self._run_one, item))
         return len(items)
 
     def _run_one(self, item: ClaimedImage) -> None:
+        def transform(data: bytes, options: TransformOptions) -> TransformResult:
+            return self._transform_slots.run(
+                item.priority, functools.partial(self._transforms, data, options)
+            )
+
         try:
-            handle_image(self.runtime, item, self.owner, self._transforms)
+            handle_image(self.runtime, item, self.owner, transform)
         except Exception:
             # Recording failed (database down?): hand the image back for another attempt;
             # if the database cannot take even that, its lease runs out instead.

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.db.bulk import NewProduct, insert_products
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import ImageSuccess
-from pixelbatch.db.models import Batch
+from pixelbatch.db.models import Batch, Priority, utcnow
 from pixelbatch.transform import TransformOptions
 
 
 def new_batch(
-    sessions: sessionmaker[Session], products: int, urls_per_product: int = 1
+    sessions: sessionmaker[Session],
+    products: int,
+    urls_per_product: int = 1,
+    *,
+    priority: Priority = Priority.NORMAL,
+    tenant: str = "",
+    created_at: datetime | None = None,
 ) -> uuid.UUID:
     batch_id = uuid.uuid4()
     with transaction(sessions) as session:
@@ -25,6 +32,9 @@ def new_batch(
                 input_key=f"{batch_id}/input.csv",
                 options=TransformOptions().model_dump(mode="json"),
                 extra_columns=[],
+                priority=priority,
+                tenant=tenant,
+                created_at=created_at or utcnow(),
             )
         )
         session.flush()
