@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
@@ -31,8 +32,10 @@ DOCS_ASSETS_PATH = "/ui/docs-assets"
 
 _COMMON = "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 # blob: images are the originals and outputs fetched with the API key (never in a URL).
+# With an object store, the outputs are read where the API's own URLs point: the store's
+# (or its CDN's) origin is added to img-src, and to nothing else.
 PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:{store}; "
     f"connect-src 'self'; {_COMMON}"
 )
 # Swagger UI draws its icons from data: URIs; ReDoc injects <style> elements (styled
@@ -79,15 +82,28 @@ def upload_fields(app: FastAPI) -> set[str]:
     return set(schema.get("properties", {}))
 
 
+def store_origin(runtime: Runtime) -> str | None:
+    """The origin output images are read from when an object store keeps them (presigned
+    URLs, or a CDN in front): the page shows them from there, as a storefront would. None
+    when this server serves them itself (local disk)."""
+    probe = "pixelbatch-page/probe.jpg"
+    if runtime.storage.redirect_url(probe) is None:
+        return None
+    parts = urlsplit(runtime.storage.url(probe))
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in {"http", "https"} else None
+
+
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
+    origin = store_origin(runtime)
     return _page(
         request,
         "index.html",
-        PAGE_CSP,
+        PAGE_CSP.format(store=f" {origin}" if origin else ""),
         {
+            "store_origin": origin or "",
             "version": __version__,
             "auth": settings.auth_enabled,
             "has_priority": "priority" in upload_fields(request.app),

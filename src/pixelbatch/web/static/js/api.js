@@ -58,12 +58,16 @@ export async function getBlob(path) {
   return (await request(path)).blob();
 }
 
-// A URL this server handed out for a stored file, as a path on this server (the page may
-// load nothing from another host); null for anything else.
+// Where an output image the API handed out can be shown from: a path on this server, or
+// the object store's own URL when the server says outputs live there (data-store-origin,
+// the only other origin the page's CSP allows for images); null for anything else.
+const storeOrigin = document.body.dataset.storeOrigin || "";
+
 export function localFileUrl(url) {
   if (!url) return null;
   try {
     const parsed = new URL(url, window.location.href);
+    if (storeOrigin && parsed.origin === storeOrigin) return parsed.href;
     if (!parsed.pathname.startsWith(root + "/files/")) return null;
     return parsed.pathname + parsed.search;
   } catch {
