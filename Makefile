@@ -40,7 +40,10 @@ demo: install ## Process the bundled example catalog, offline
 run: install ## Serve the web UI and API with embedded workers on http://127.0.0.1:8000
 	$(BIN)/pixelbatch serve
 
-test: install deploy-tools ## Run the whole test suite, in parallel (TEST_WORKERS=4)
+system-packages: ## apt-install what the tests drive for real (chromium, prometheus) when missing
+	bash deploy/dev/system-packages.sh
+
+test: install deploy-tools system-packages ## Run the whole test suite, in parallel (TEST_WORKERS=4)
 	$(BIN)/pytest $(PYTEST_XDIST)
 
 test-fast: install ## In-process tests only (not e2e, not slow), in parallel: under a minute
@@ -71,4 +74,4 @@ format: install ## Apply ruff formatting and fixes
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) $(COMPOSE_VENV) pixelbatch-data .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install deploy-tools demo run test test-fast bench bench-quick profile lint hooks format clean
+.PHONY: help install deploy-tools system-packages demo run test test-fast bench bench-quick profile lint hooks format clean

@@ -1,8 +1,8 @@
 """A real Prometheus server for tests, and the PromQL expressions the deploy files hold.
 
-The server is Debian's ``prometheus`` (``.ci/run`` installs it), started on 127.0.0.1 with
-a temporary configuration that scrapes the given targets every second and the rules of
-``deploy/prometheus/alerts.yml``; queried through its HTTP API, as Grafana would.
+The server is Debian's ``prometheus`` (``make system-packages`` installs it), started on
+127.0.0.1 with a temporary configuration that scrapes the given targets every second and
+the rules of ``deploy/prometheus/alerts.yml``; queried through its HTTP API, as Grafana would.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__range": "5m", "$__interval":
 
 def executable(name: str) -> str:
     found = shutil.which(name)
-    assert found, f"{name} not found: apt-get install prometheus (.ci/run does)"
+    assert found, f"{name} not found: make system-packages installs it"
     return found
 
 

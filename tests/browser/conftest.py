@@ -32,7 +32,7 @@ expect.set_options(timeout=20_000)
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: make system-packages installs it")
     with sync_playwright() as p:
         yield p
 
