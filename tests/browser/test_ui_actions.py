@@ -8,6 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
@@ -68,6 +69,15 @@ def test_retry_then_cancel_from_the_page(
     expect(w.page.get_by_role("button", name="Download output CSV")).to_be_enabled()
     expect(w.page.get_by_role("button", name="Retry failed images")).to_be_disabled()
     assert int(w.page.locator("#stat-pending").inner_text()) > 0
+
+    # Deleted from the page: gone from the list and from the API.
+    cancelled_id = w.page.url.rsplit("/", 1)[1]
+    w.page.get_by_role("button", name="Delete batch").click()
+    w.page.wait_for_url(re.compile(r"#/batches$"))
+    assert w.dialogs[-1].startswith("Delete this batch?")
+    expect(w.page.locator("#batch-table tbody tr")).to_have_count(1)
+    expect(w.page.locator(f"#batch-table a[href$='{cancelled_id}']")).to_have_count(0)
+    assert httpx.get(f"{server.base_url}/api/status/{cancelled_id}").status_code == 404
     assert w.errors == []
     assert w.foreign_requests(server.base_url) == []
 

@@ -50,6 +50,10 @@ export async function postJson(path) {
   return (await request(path, { method: "POST" })).json();
 }
 
+export async function deleteResource(path) {
+  await request(path, { method: "DELETE" });
+}
+
 export async function postForm(path, form) {
   return (await request(path, { method: "POST", body: form })).json();
 }

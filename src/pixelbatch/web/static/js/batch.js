@@ -1,6 +1,6 @@
 // One batch: live progress by polling the status API, the byte chart, and the actions
-// (download the output CSV, retry failed images, cancel).
-import { ApiError, getBlob, getJson, postJson } from "./api.js";
+// (download the output CSV, retry failed images, cancel, delete).
+import { ApiError, deleteResource, getBlob, getJson, postJson } from "./api.js";
 import { drawBytes } from "./chart.js";
 import { $, el, formatDuration, setText } from "./dom.js";
 import { loadImages, resetImages } from "./images.js";
@@ -48,6 +48,7 @@ function render(status) {
   $("download-csv").disabled = !status.output_csv;
   $("retry-failed").disabled = active || c.images_failed === 0;
   $("cancel-batch").disabled = !active;
+  $("delete-batch").disabled = false;
   drawBytes(status.bytes_in, status.bytes_out);
   const summary = $("error-summary");
   summary.replaceChildren(
@@ -139,5 +140,20 @@ export function setupBatch() {
       await postJson(`/api/batches/${encodeURIComponent(current)}/cancel`);
       return "Batch cancelled.";
     });
+  });
+  $("delete-batch").addEventListener("click", async () => {
+    const question = "Delete this batch? Its rows, output images and CSVs are removed for good.";
+    if (!window.confirm(question)) return;
+    const id = current;
+    setText("action-message", "Delete…");
+    try {
+      await deleteResource(`/api/batches/${encodeURIComponent(id)}`);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      setText("action-message", `Delete failed: ${error.message}`);
+      return;
+    }
+    stopWatching();
+    window.location.hash = "#/batches";
   });
 }
