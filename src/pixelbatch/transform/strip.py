@@ -20,6 +20,7 @@ caller stores its re-encode instead: stripping is an optimisation, never a failu
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from typing import Final
@@ -35,6 +36,8 @@ _PNG_DROPPED: Final = frozenset({b"tEXt", b"zTXt", b"iTXt", b"tIME", b"eXIf"})
 # Markers without a length: TEM and RST0..7 (SOI and EOI are handled where they occur).
 _STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8)})
 _MAX_SEGMENT: Final = 0xFFFF - 2
+# In entropy-coded data, 0xFF 0x00 is a stuffed 0xFF and 0xFF 0xD0-D7 a restart marker.
+_MARKER_IN_SCAN: Final = re.compile(rb"\xff[^\x00\xd0-\xd7]", re.DOTALL)
 
 
 def strip_metadata(data: bytes, source_format: str, exif: bytes | None = None) -> bytes | None:
@@ -108,17 +111,11 @@ def strip_jpeg(data: bytes, exif: bytes | None = None) -> bytes | None:
 
 def _entropy_end(data: bytes, pos: int) -> int | None:
     """Offset of the first marker after entropy-coded data starting at ``pos``: a 0xFF
-    followed by neither a stuffed 0x00 nor a restart marker (which belong to the scan)."""
-    end = len(data)
-    while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0 or pos + 1 >= end:
-            return None
-        following = data[pos + 1]
-        if following == 0x00 or 0xD0 <= following <= 0xD7:
-            pos += 2
-            continue
-        return pos
+    followed by neither a stuffed 0x00 nor a restart marker (which belong to the scan).
+    A regular expression, so the scan runs in C: a Python loop over every 0xFF of a
+    photo's entropy data cost milliseconds per image."""
+    found = _MARKER_IN_SCAN.search(data, pos)
+    return found.start() if found is not None else None
 
 
 def strip_png(data: bytes, exif: bytes | None = None) -> bytes | None:
