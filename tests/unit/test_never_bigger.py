@@ -128,3 +128,18 @@ def test_a_format_change_is_done_even_when_it_grows() -> None:
     assert not result.kept_original
     assert result.content_type == "image/png"
     assert len(result.data) > len(source)  # reported as growth by the caller, not undone
+
+
+def test_a_webp_asked_at_a_higher_quality_keeps_the_original_minus_metadata() -> None:
+    buf = BytesIO()
+    Image.effect_noise((96, 64), 60).convert("RGB").save(
+        buf, "WEBP", quality=60, exif=gps_exif(), xmp=XMP
+    )
+    source = buf.getvalue()
+    result = _run(source, quality=100)
+    assert result.kept_original
+    assert len(result.data) < len(source)
+    assert pixels(result.data) == pixels(source)
+    assert result.content_type == "image/webp" and result.output_quality is None
+    with Image.open(BytesIO(result.data)) as im:
+        assert not im.getexif()

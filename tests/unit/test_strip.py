@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import ExifTags, Image, ImageCms, PngImagePlugin
 
-from pixelbatch.transform.strip import strip_jpeg, strip_metadata, strip_png
+from pixelbatch.transform.strip import strip_jpeg, strip_metadata, strip_png, strip_webp
 from tests.support import jpeg
 
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -202,6 +202,68 @@ def test_broken_png_is_not_stripped() -> None:
 
 
 def test_other_formats_are_left_to_the_re_encode() -> None:
-    assert strip_metadata(b"RIFF....WEBPVP8 ", "WEBP") is None
+    assert strip_metadata(b"GIF89a", "GIF") is None
     source = laden_jpeg()
     assert strip_metadata(source, "JPEG") == strip_jpeg(source)
+
+
+# --------------------------------------------------------------------------- WebP
+
+
+def riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    found = []
+    pos = 12
+    while pos < len(data):
+        kind = data[pos : pos + 4]
+        (size,) = struct.unpack_from("<I", data, pos + 4)
+        found.append((kind, data[pos + 8 : pos + 8 + size]))
+        pos += 8 + size + (size & 1)
+    return found
+
+
+def laden_webp(**params: Any) -> bytes:
+    buf = BytesIO()
+    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(
+        buf, "WEBP", quality=60, exif=gps_exif(), xmp=XMP, icc_profile=SRGB_ICC, **params
+    )
+    return buf.getvalue()
+
+
+def test_webp_drops_exif_and_xmp_and_clears_their_flags() -> None:
+    source = laden_webp()
+    kinds = [k for k, _ in riff_chunks(source)]
+    assert {b"VP8X", b"ICCP", b"EXIF", b"XMP "} <= set(kinds)
+    out = strip_webp(source)
+    assert out is not None
+    kept = riff_chunks(out)
+    assert [k for k, _ in kept] == [k for k in kinds if k not in (b"EXIF", b"XMP ")]
+    assert kept[0][1][0] & (0x08 | 0x04) == 0  # VP8X: no EXIF, no XMP
+    image = [b for k, b in riff_chunks(source) if k in (b"VP8 ", b"VP8L", b"ALPH")]
+    assert [b for k, b in kept if k in (b"VP8 ", b"VP8L", b"ALPH")] == image
+    assert struct.unpack_from("<I", out, 4)[0] == len(out) - 8
+    assert pixels(out) == pixels(source)
+    assert b"SecretCam" not in out and b"xmpmeta" not in out
+    with Image.open(BytesIO(out)) as im:
+        assert im.info.get("icc_profile") == SRGB_ICC
+        assert not im.getexif()
+
+
+def test_webp_kept_exif_is_flagged_and_readable() -> None:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "KeptCam"
+    out = strip_webp(laden_webp(), exif.tobytes())
+    assert out is not None
+    assert [k for k, _ in riff_chunks(out)].count(b"EXIF") == 1
+    assert riff_chunks(out)[0][1][0] & 0x08
+    with Image.open(BytesIO(out)) as im:
+        assert im.getexif()[ExifTags.Base.Make] == "KeptCam"
+
+
+def test_simple_webp_has_nothing_to_strip_and_cannot_take_exif() -> None:
+    buf = BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(buf, "WEBP", quality=80)
+    simple = buf.getvalue()
+    assert riff_chunks(simple)[0][0] == b"VP8 "
+    assert strip_webp(simple) == simple
+    assert strip_webp(simple, gps_exif()) is None
+    assert strip_webp(simple[:-10]) is None  # the RIFF size claims more than there is

@@ -12,9 +12,12 @@ source: the source's own compressed data, byte-exact, minus everything that is m
   MPO picture, vendor trailers) are dropped.
 - PNG: ``tEXt``, ``zTXt``, ``iTXt``, ``tIME`` and ``eXIf`` are dropped; every other chunk
   (colour chunks ``iCCP``/``sRGB``/``gAMA``/``cHRM`` included) is copied with its CRC.
+- WebP: the ``EXIF`` and ``XMP `` chunks are dropped and their flags cleared in ``VP8X``;
+  the image chunks and ``ICCP`` are copied. GIF, TIFF and AVIF are not stripped here.
 
 ``exif`` (the ``keep_metadata`` case) is written back as the only EXIF: the same bytes a
-re-encode would carry. Anything that does not parse as expected returns None, and the
+re-encode would carry (a simple WebP, which has no ``VP8X`` to flag it in, is then left to
+the re-encode). Anything that does not parse as expected returns None, and the
 caller stores its re-encode instead: stripping is an optimisation, never a failure.
 """
 
@@ -25,7 +28,7 @@ import struct
 import zlib
 from typing import Final
 
-__all__ = ["strip_jpeg", "strip_metadata", "strip_png"]
+__all__ = ["strip_jpeg", "strip_metadata", "strip_png", "strip_webp"]
 
 _SOI: Final = b"\xff\xd8"
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -41,12 +44,14 @@ _MARKER_IN_SCAN: Final = re.compile(rb"\xff[^\x00\xd0-\xd7]", re.DOTALL)
 
 
 def strip_metadata(data: bytes, source_format: str, exif: bytes | None = None) -> bytes | None:
-    """The stripped source for a Pillow format name (``"JPEG"``, ``"PNG"``), or None when
-    this format is not stripped here (WebP, GIF, TIFF, AVIF) or did not parse."""
+    """The stripped source for a Pillow format name (``"JPEG"``, ``"PNG"``, ``"WEBP"``), or
+    None when this format is not stripped here (GIF, TIFF, AVIF) or did not parse."""
     if source_format == "JPEG":
         return strip_jpeg(data, exif)
     if source_format == "PNG":
         return strip_png(data, exif)
+    if source_format == "WEBP":
+        return strip_webp(data, exif)
     return None
 
 
@@ -149,3 +154,47 @@ def strip_png(data: bytes, exif: bytes | None = None) -> bytes | None:
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     crc = zlib.crc32(kind + body) & 0xFFFFFFFF
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+_WEBP_METADATA: Final = frozenset({b"EXIF", b"XMP "})
+_VP8X_EXIF: Final = 0x08
+_VP8X_XMP: Final = 0x04
+
+
+def strip_webp(data: bytes, exif: bytes | None = None) -> bytes | None:
+    """``data`` without its EXIF and XMP chunks, or None when the RIFF structure is broken.
+    ``exif`` becomes the only ``EXIF`` chunk (after the image data, where the container
+    specification puts it); a simple WebP (no ``VP8X``) cannot carry it and gives None."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    end = 8 + riff_size
+    if end > len(data):
+        return None
+    chunks: list[bytes] = []
+    pos = 12
+    while pos < end:
+        if pos + 8 > end:
+            return None
+        kind = data[pos : pos + 4]
+        (size,) = struct.unpack_from("<I", data, pos + 4)
+        chunk_end = pos + 8 + size + (size & 1)
+        if chunk_end > end:
+            return None
+        if kind not in _WEBP_METADATA:
+            chunks.append(data[pos:chunk_end])
+        pos = chunk_end
+    if not chunks:
+        return None
+    if chunks[0][:4] == b"VP8X" and len(chunks[0]) >= 9:
+        flags = chunks[0][8] & ~(_VP8X_EXIF | _VP8X_XMP)
+        if exif:
+            flags |= _VP8X_EXIF
+            body = exif[len(_EXIF_ID) :] if exif.startswith(_EXIF_ID) else exif
+            pad = b"\x00" if len(body) & 1 else b""
+            chunks.append(b"EXIF" + struct.pack("<I", len(body)) + body + pad)
+        chunks[0] = chunks[0][:8] + bytes((flags,)) + chunks[0][9:]
+    elif exif:
+        return None
+    payload = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(payload)) + payload
