@@ -38,7 +38,9 @@ __all__ = [
 OUTPUT_URLS_COLUMN = "Output Image Urls"
 STATUS_COLUMN = "Status"
 ERRORS_COLUMN = "Errors"
-# Last, after Errors, so every column a consumer read before keeps its place and values.
+# Last, after Errors: Status still follows the extra columns and Errors still follows
+# Status, as DESIGN.md lays them out, so a consumer reading by name or by index from the
+# left reads the same cells as before (one counting from the right end would not).
 NOTES_COLUMN = "Output Notes"
 URL_SEPARATOR = ", "
 ERROR_SEPARATOR = "; "
