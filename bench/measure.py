@@ -113,9 +113,11 @@ def run_batch(
                 break
             time.sleep(max(0.0, 1 / hz - (time.perf_counter() - t0)))
         finished = time.perf_counter()
-    if status.get("status") not in FINAL:
-        raise RuntimeError(f"batch {request_id} did not finish in {timeout}s: {status}")
+        if status.get("status") not in FINAL:
+            raise RuntimeError(f"batch {request_id} did not finish in {timeout}s: {status}")
+        sizes = output_sizes(client, request_id, status)  # after the clock stopped
     return {
+        **sizes,
         "request_id": request_id,
         "seconds": finished - started,
         "upload_s": accepted - started,
@@ -123,6 +125,34 @@ def run_batch(
         "counts": status["counts"],
         "errors": status.get("errors", []),
         "latencies_ms": latencies[:-1] or latencies,  # the last poll saw the batch done
+    }
+
+
+def output_sizes(client: httpx.Client, request_id: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Total bytes in and out (from the status) and how many images kept their original or
+    grew (from the images listing, paged): never a bigger file, measured. None for a count
+    the measured code does not report (a build from before ``kept_original``)."""
+    kept: int | None = 0
+    grew: int | None = 0
+    offset = 0
+    while True:
+        page = client.get(
+            f"/api/batches/{request_id}/images", params={"offset": offset, "limit": 1000}
+        ).json()
+        for item in page["items"]:
+            if "kept_original" not in item:
+                kept = grew = None
+            elif kept is not None and grew is not None:
+                kept += bool(item["kept_original"])
+                grew += bool(item["grew"])
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            break
+    return {
+        "bytes_in": status.get("bytes_in"),
+        "bytes_out": status.get("bytes_out"),
+        "kept_original": kept,
+        "grew": grew,
     }
 
 

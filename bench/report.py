@@ -32,6 +32,7 @@ def summarise(
                 "median_images_per_s": statistics.median(r["images_per_s"] for r in rows),
                 "median_mp_per_s": statistics.median(r["mp_per_s"] for r in rows),
                 "failed": sum(int(r.get("failed", 0)) for r in rows),
+                **sizes(rows),
             }
     for mode, values in latencies.items():
         report["status_latency_ms"][mode] = {
@@ -55,6 +56,26 @@ def summarise(
             f"other processes used {report['foreign_cpu_share']:.0%} of the machine's CPU "
             "during the measurements: the figures are skewed, rerun on a quiet machine"
         )
+
+
+def sizes(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bytes in -> out and the kept originals of a mode's batches, summed over its rounds
+    (absent for modes that run no batch: the floors, naive)."""
+    batches = [r for r in rows if r.get("bytes_in") is not None]
+    if not batches:
+        return {}
+
+    def total(key: str) -> int | None:
+        values = [r.get(key) for r in batches]
+        return None if any(v is None for v in values) else sum(int(v) for v in values)
+
+    return {
+        "batches": len(batches),
+        "bytes_in": total("bytes_in"),
+        "bytes_out": total("bytes_out"),
+        "kept_original": total("kept_original"),
+        "grew": total("grew"),
+    }
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
@@ -139,6 +160,21 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- printing
 
 
+def print_sizes(res: dict[str, Any], labels: dict[str, str]) -> None:
+    """Never a bigger file: bytes in -> out and kept originals per mode, all rounds."""
+    shown = [(labels.get(m, m), r) for m, r in res.items() if r.get("bytes_in")]
+    if not shown:
+        return
+    print("output sizes (all rounds):")
+    for label, r in shown:
+        kept = "n/a" if r["kept_original"] is None else r["kept_original"]
+        grew = "n/a" if r["grew"] is None else r["grew"]
+        print(
+            f"  {label:<12}{r['bytes_in'] / 1e6:>10.1f} MB in → {r['bytes_out'] / 1e6:>8.1f} MB"
+            f" out ({r['bytes_out'] / r['bytes_in']:.1%}); kept originals {kept}, grew {grew}"
+        )
+
+
 def print_report(report: dict[str, Any], path: Path) -> None:
     res = report["results"]
     print()
@@ -172,6 +208,7 @@ def print_report(report: dict[str, Any], path: Path) -> None:
             )
     if "turbojpeg" in res:
         print("  * libjpeg-turbo from C, JPEG files only, no Huffman optimisation")
+    print_sizes(res, labels)
     print()
     print(
         "ratios (MP/s medians): "

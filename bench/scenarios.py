@@ -219,6 +219,10 @@ def _batch(rig: Rig, mode: str, api_url: str, wl: Workload) -> dict[str, Any]:
         failed=res["counts"]["images_failed"],
         status=res["status"],
         upload_s=round(res["upload_s"], 3),
+        bytes_in=res["bytes_in"],
+        bytes_out=res["bytes_out"],
+        kept_original=res["kept_original"],
+        grew=res["grew"],
     )
 
 

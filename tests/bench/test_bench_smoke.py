@@ -13,7 +13,7 @@ from bench import run as bench_run
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_quick_embedded_report(tmp_path: Path) -> None:
+def test_quick_embedded_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "results.json"
     argv = ["--quick", "--synthetic", "--modes", "embedded,embedded_nometrics", "--products", "4"]
     cfg = bench_run.parse([*argv, "--output", str(output)])
@@ -38,7 +38,17 @@ def test_quick_embedded_report(tmp_path: Path) -> None:
     assert report["results"]["embedded_nometrics"]["rounds"][0]["status"] == "COMPLETED"
     assert report["ratios"]["embedded/embedded_nometrics"] > 0
 
+    # Never a bigger file, measured: bytes in -> out and the kept originals per mode.
+    sample = embedded["rounds"][0]
+    assert sample["bytes_in"] > 0 and sample["bytes_out"] > 0
+    assert isinstance(sample["kept_original"], int) and isinstance(sample["grew"], int)
+    assert embedded["bytes_in"] == sum(r["bytes_in"] for r in embedded["rounds"])
+    assert embedded["kept_original"] == sum(r["kept_original"] for r in embedded["rounds"])
+
     bench_run.print_report(report, output)  # the table renders from a partial report
+    printed = capsys.readouterr().out
+    assert "output sizes (all rounds):" in printed
+    assert f"kept originals {embedded['kept_original']}, grew {embedded['grew']}" in printed
 
 
 def test_quick_priority_report(tmp_path: Path) -> None:

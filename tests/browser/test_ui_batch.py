@@ -69,6 +69,8 @@ def test_upload_watch_look_and_download(
     expect(thumbs).to_have_count(3)
     assert thumbs.first.get_attribute("loading") == "lazy"
     expect(page.locator("#image-table tbody tr").first).to_contain_text("→")
+    # The PNG no re-encode can shrink is stored as it came, and the table says so.
+    expect(rows.filter(has_text="alpha.png")).to_contain_text("original kept")
     w.screenshot("batch")
 
     # The hostile product name is text in the table; no dialog, no injected element.

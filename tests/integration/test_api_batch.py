@@ -129,6 +129,7 @@ def test_batch_end_to_end(
             "Brand",
             "Status",
             "Errors",
+            "Output Notes",
         ]
         assert [r[0] for r in out_rows[1:]] == ["1", "2", "3", "4"]
         for row in out_rows[1:]:

@@ -133,3 +133,17 @@ def test_process_finishes_its_webhook_or_says_plainly_it_was_not_delivered(
         assert "NOT delivered" in result.stdout and "HTTP 500" in result.stdout
         assert down.calls == 2
     assert flaky.calls == 2  # the second run never sent the first run's webhook
+
+
+def test_process_says_when_a_format_change_made_the_batch_larger(
+    tmp_path: Path, images: ImageServer, server_env: dict[str, str]
+) -> None:
+    env = {**server_env, "PIXELBATCH_DATA_DIR": str(tmp_path / "data")}
+    photo = tmp_path / "photo.csv"
+    photo.write_bytes(support.csv_bytes([["1", "Mug", f"{images.base_url}/q90.jpg"]]))
+    out = tmp_path / "out.csv"
+    result = _run(["process", str(photo), "-o", str(out), "--output-format", "png"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\d+% larger", _table_cells(result.stdout, "bytes in → out")), result.stdout
+    [row] = list(csv.DictReader(out.open()))
+    assert row["Status"] == "OK" and row["Output Notes"].startswith("image 1: grew ")

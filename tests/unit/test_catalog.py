@@ -446,12 +446,13 @@ def test_writer_columns_slots_and_errors() -> None:
         "Colour",
         "Status",
         "Errors",
+        "Output Notes",
     ]
     assert table[1][2] == "https://x.test/1, https://x.test/2, https://x.test/3"
     assert table[1][3] == "https://cdn.test/1, , https://cdn.test/3"
     slots = [s.strip() for s in table[1][3].split(",")]
     assert slots == ["https://cdn.test/1", "", "https://cdn.test/3"]
-    assert table[1][4:] == ["red", "PARTIAL", "image 2 (https://x.test/2): HTTP 404"]
+    assert table[1][4:] == ["red", "PARTIAL", "image 2 (https://x.test/2): HTTP 404", ""]
     assert [s.strip() for s in table[2][3].split(",")] == [""]
     assert table[2][6] == "a; b"
 

@@ -66,6 +66,7 @@ def test_writer_repeats_delimiter_and_bom(delimiter: str) -> None:
         "9,99",
         "PARTIAL",
         "image 2: HTTP 404; x",
+        "",
     ]
     assert text.count("\ufeff") == 1
 

@@ -27,7 +27,7 @@ LIMITS = CsvLimits.from_settings(
         max_reported_errors=100,
     )
 )
-FIXED_EXTRAS = ["Output Image Urls", "Colour", "Notes", "Status", "Errors"]
+FIXED_EXTRAS = ["Output Image Urls", "Colour", "Notes", "Status", "Errors", "Output Notes"]
 
 
 def _check_url(url: str) -> str:

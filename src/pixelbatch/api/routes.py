@@ -252,6 +252,8 @@ def list_images(
             source_format=r.image.source_format,
             source_quality=r.image.source_quality,
             output_quality=r.image.output_quality,
+            kept_original=r.image.kept_original,
+            grew=r.image.grew,
             duration_ms=r.image.duration_ms,
             finished_at=r.image.finished_at,
         )

@@ -102,6 +102,14 @@ class ImageDetail(BaseModel):
     source_format: str | None
     source_quality: int | None
     output_quality: int | None
+    kept_original: bool = Field(
+        description="The output is the source file itself with its metadata stripped"
+        " losslessly: a re-encode in the same format was not smaller"
+    )
+    grew: bool = Field(
+        description="The output is bigger than the source (bytes_out > bytes_in): only when"
+        " a format or size change was asked for, which is done as asked"
+    )
     duration_ms: float | None
     finished_at: datetime | None = Field(description="When its outcome was recorded")
 

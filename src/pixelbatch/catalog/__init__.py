@@ -12,6 +12,7 @@ from pixelbatch.catalog.reader import (
 )
 from pixelbatch.catalog.writer import (
     ERRORS_COLUMN,
+    NOTES_COLUMN,
     OUTPUT_URLS_COLUMN,
     STATUS_COLUMN,
     OutputRow,
@@ -25,6 +26,7 @@ from pixelbatch.catalog.writer import (
 __all__ = [
     "ERRORS_COLUMN",
     "NAME_COLUMN",
+    "NOTES_COLUMN",
     "OUTPUT_URLS_COLUMN",
     "SERIAL_COLUMN",
     "STATUS_COLUMN",

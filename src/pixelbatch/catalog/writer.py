@@ -1,4 +1,4 @@
-"""Writing the output CSV: the input rows with their output URLs, status and errors.
+"""Writing the output CSV: the input rows with their output URLs, status, errors and notes.
 
 URL lists are written as one cell joined with ``", "``. Every input URL has a slot in the
 output list, in the same order; an image that failed leaves its slot empty, so splitting the
@@ -24,6 +24,7 @@ from pixelbatch.catalog.reader import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN
 
 __all__ = [
     "ERRORS_COLUMN",
+    "NOTES_COLUMN",
     "OUTPUT_URLS_COLUMN",
     "STATUS_COLUMN",
     "OutputRow",
@@ -37,6 +38,10 @@ __all__ = [
 OUTPUT_URLS_COLUMN = "Output Image Urls"
 STATUS_COLUMN = "Status"
 ERRORS_COLUMN = "Errors"
+# Last, after Errors: Status still follows the extra columns and Errors still follows
+# Status, as DESIGN.md lays them out, so a consumer reading by name or by index from the
+# left reads the same cells as before (one counting from the right end would not).
+NOTES_COLUMN = "Output Notes"
 URL_SEPARATOR = ", "
 ERROR_SEPARATOR = "; "
 
@@ -57,6 +62,8 @@ class OutputRow:
     extra: Sequence[str]
     status: str
     errors: Sequence[str]
+    # Per image facts that are not errors: an original kept, an output that grew.
+    notes: Sequence[str] = ()
 
 
 def neutralise_cell(value: str) -> str:
@@ -99,7 +106,7 @@ def output_header(extra_columns: Sequence[str]) -> list[str]:
     """The output header; an extra column whose name clashes with one of ours (a previous
     output uploaded again) is renamed ``"<name> (input)"`` so no header is ambiguous."""
     fixed_before = [SERIAL_COLUMN, NAME_COLUMN, URLS_COLUMN, OUTPUT_URLS_COLUMN]
-    fixed_after = [STATUS_COLUMN, ERRORS_COLUMN]
+    fixed_after = [STATUS_COLUMN, ERRORS_COLUMN, NOTES_COLUMN]
     taken = {_column_key(c) for c in fixed_before + fixed_after}
     extras = []
     for name in extra_columns:
@@ -147,6 +154,7 @@ def write_output_csv(
             *row.extra,
             row.status,
             ERROR_SEPARATOR.join(row.errors),
+            ERROR_SEPARATOR.join(row.notes),
         ]
         writer.writerow([neutralise_cell(c) for c in cells])
         count += 1

@@ -85,9 +85,9 @@ def _summary(runtime: Runtime, batch: Batch, out: Path | None) -> bool:
     table.add_row("failed", str(batch.images_failed))
     if batch.bytes_in:
         saved = 100 * (1 - batch.bytes_out / batch.bytes_in)
-        table.add_row(
-            "bytes in → out", f"{batch.bytes_in:,} → {batch.bytes_out:,} ({saved:.0f}% smaller)"
-        )
+        # Only a format or size change asked for can make the total grow: say so plainly.
+        change = f"{saved:.0f}% smaller" if saved >= 0 else f"{-saved:.0f}% larger"
+        table.add_row("bytes in → out", f"{batch.bytes_in:,} → {batch.bytes_out:,} ({change})")
     if out is not None:
         table.add_row("output CSV", str(out))
     url = runtime.settings.storage_url

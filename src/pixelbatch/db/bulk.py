@@ -50,7 +50,15 @@ def insert_products(session: Session, batch_id: uuid.UUID, products: Sequence[Ne
 
 
 _PRODUCT_COLUMNS = ("batch_id", "row_number", "serial", "name", "extra")
-_IMAGE_COLUMNS = ("batch_id", "product_id", "position", "url", "status", "attempts")
+_IMAGE_COLUMNS = (
+    "batch_id",
+    "product_id",
+    "position",
+    "url",
+    "status",
+    "attempts",
+    "kept_original",
+)
 # Every column with a default must be listed: these inserts bypass SQLAlchemy's defaults
 # (tests/unit/db/test_bulk.py checks the models against these lists).
 _COPY_PRODUCTS = f"COPY products ({', '.join(_PRODUCT_COLUMNS)}) FROM STDIN"
@@ -90,7 +98,7 @@ def _insert_by_copy(conn: Connection, batch_id: uuid.UUID, products: Sequence[Ne
             )
         ids = _product_ids(cursor, _SELECT_IDS["pyformat"], batch_id, products)
         lines = [
-            f"{batch}\t{ids[p.row_number]}\t{position}\t{esc(url)}\t{status}\t0\n"
+            f"{batch}\t{ids[p.row_number]}\t{position}\t{esc(url)}\t{status}\t0\tf\n"
             for p in products
             for position, url in enumerate(p.urls)
         ]
@@ -116,7 +124,7 @@ def _insert_by_executemany(
         ids = _product_ids(cursor, _SELECT_IDS[conn.dialect.paramstyle], batch, products)
     status = _bind_processor(conn, Image.__table__.c.status)(ImageStatus.PENDING)
     rows = [
-        (batch, ids[p.row_number], position, url, status, 0)
+        (batch, ids[p.row_number], position, url, status, 0, 0)
         for p in products
         for position, url in enumerate(p.urls)
     ]

@@ -56,6 +56,8 @@ class ImageSuccess:
     source_quality: int | None
     output_quality: int | None
     duration_ms: float
+    # The source itself was stored, metadata stripped: a re-encode was not smaller.
+    kept_original: bool = False
 
 
 def claim_images(
@@ -297,6 +299,7 @@ def record_success(session: Session, image_id: int, owner: str, outcome: ImageSu
             "source_format": outcome.source_format,
             "source_quality": outcome.source_quality,
             "output_quality": outcome.output_quality,
+            "kept_original": outcome.kept_original,
             "duration_ms": outcome.duration_ms,
             "error_code": None,
             "error_message": None,

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -252,8 +254,20 @@ class Image(Base):
     source_format: Mapped[str | None] = mapped_column(String(16))
     source_quality: Mapped[int | None] = mapped_column(Integer)
     output_quality: Mapped[int | None] = mapped_column(Integer)
+    # The stored output is the source itself, metadata stripped: a re-encode was not smaller.
+    kept_original: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     duration_ms: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def grew(self) -> bool:
+        """Whether the output is bigger than the source: only a format or size change that
+        was asked for can do that (otherwise the source is kept), and it is reported."""
+        return (
+            self.bytes_in is not None
+            and self.bytes_out is not None
+            and self.bytes_out > self.bytes_in
+        )
 
 
 class WebhookDelivery(Base):

@@ -36,13 +36,32 @@ def output_csv_url(runtime: Runtime, batch_id: uuid.UUID, base: str | None = Non
     return f"{base}/api/batches/{batch_id}/output.csv"
 
 
+def image_note(image: Image) -> str | None:
+    """The ``Output Notes`` entry of a done image: its original kept, or its growth."""
+    if image.kept_original:
+        return (
+            f"image {image.position + 1}: kept the original, metadata stripped"
+            f" ({image.bytes_in} -> {image.bytes_out} bytes; a re-encode was not smaller)"
+        )
+    if image.grew:
+        return (
+            f"image {image.position + 1}: grew {image.bytes_in} -> {image.bytes_out} bytes"
+            " (the format or size change asked for)"
+        )
+    return None
+
+
 def _product_row(runtime: Runtime, base: str, product: Product, images: list[Image]) -> OutputRow:
     outputs: list[str | None] = []
     errors: list[str] = []
+    notes: list[str] = []
     cancelled = False
     for image in images:
         if image.status == ImageStatus.DONE and image.output_key:
             outputs.append(runtime.storage.url(image.output_key, base))
+            note = image_note(image)
+            if note:
+                notes.append(note)
         else:
             outputs.append(None)
             if image.status == ImageStatus.CANCELLED:
@@ -66,6 +85,7 @@ def _product_row(runtime: Runtime, base: str, product: Product, images: list[Ima
         extra=product.extra,
         status=status,
         errors=errors,
+        notes=notes,
     )
 
 

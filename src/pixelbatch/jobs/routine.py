@@ -153,6 +153,7 @@ def produce(
         source_quality=result.source_quality,
         output_quality=result.output_quality,
         duration_ms=elapsed(),
+        kept_original=result.kept_original,
     )
     return outcome(success)
 
@@ -235,6 +236,8 @@ def _log_finished(outcome: Outcome) -> None:
     success = outcome.success
     if success is not None:
         result = f"done, {success.bytes_in} -> {success.bytes_out} bytes"
+        if success.kept_original:
+            result += " (kept the original)"
     else:
         message = _QUERY_IN_TEXT_RE.sub(r"\1?…", outcome.error_message or "")
         result = f"failed, {outcome.error_code}: {message}"
@@ -259,6 +262,7 @@ def _log_finished(outcome: Outcome) -> None:
                 "stages_ms": {k: round(v * 1000, 1) for k, v in outcome.stages.items()},
                 "bytes_in": success.bytes_in if success is not None else None,
                 "bytes_out": success.bytes_out if success is not None else None,
+                "kept_original": success.kept_original if success is not None else None,
                 "url": url,
             }
         },

@@ -23,6 +23,7 @@ from pixelbatch.transform.encode import CONTENT_TYPES, encode, output_format, ou
 from pixelbatch.transform.options import TransformOptions
 from pixelbatch.transform.quality import estimate_jpeg_quality
 from pixelbatch.transform.sniff import describe_non_image, sniff
+from pixelbatch.transform.strip import strip_metadata
 
 # Only these Pillow plugins may ever parse input. This keeps delegate-backed formats
 # (EPS runs Ghostscript) and rarely-exercised parsers away from untrusted bytes.
@@ -41,6 +42,8 @@ class TransformResult:
     source_format: str  # lower-case Pillow format name, e.g. "jpeg"
     source_quality: int | None  # estimated IJG quality of a JPEG source
     output_quality: int | None  # None for lossless / palette outputs
+    # The source itself, metadata stripped losslessly: a re-encode was not smaller.
+    kept_original: bool = False
 
 
 def transform(
@@ -68,7 +71,7 @@ def transform(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = _open_and_load(data, sniffed, options, max_pixels)
+            im, header_size = _open_and_load(data, sniffed, options, max_pixels)
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -89,6 +92,12 @@ def transform(
         source_quality = estimate_jpeg_quality(getattr(im, "quantization", None) or {})
 
     try:
+        facts = _SourceFacts(
+            size=header_size,
+            mode=im.mode,
+            orientation=int(im.getexif().get(ExifTags.Base.Orientation, 1) or 1),
+            frames=int(getattr(im, "n_frames", 1)),
+        )
         # In place, and each step rebinds ``im``: a 24 MP photo is 72 MB decoded, and a
         # copy kept alive per step would double or triple a worker's peak memory.
         ImageOps.exif_transpose(im, in_place=True)
@@ -101,12 +110,27 @@ def transform(
         quality = output_quality(out_format, options, source_quality)
         encoded, final = encode(im, out_format, quality, exif_bytes, jpeg_optimize)
         del im
+        original = _original_if_smaller(
+            data, source_format, out_format, facts, final.size, exif_bytes, len(encoded)
+        )
     except (OSError, ValueError, SyntaxError, struct.error, ImageCms.PyCMSError) as exc:
         raise ImageError(
             f"image data is truncated or corrupt: {exc}", code="corrupt_image"
         ) from None
 
     content_type, extension = CONTENT_TYPES[out_format]
+    if original is not None:
+        return TransformResult(
+            data=original,
+            content_type=content_type,
+            extension=extension,
+            width=final.width,
+            height=final.height,
+            source_format=source_format.lower(),
+            source_quality=source_quality,
+            output_quality=source_quality,  # the source's own coding, None for PNG
+            kept_original=True,
+        )
     return TransformResult(
         data=encoded,
         content_type=content_type,
@@ -124,8 +148,9 @@ def transform(
 
 def _open_and_load(
     data: bytes, sniffed: str, options: TransformOptions, max_pixels: int
-) -> Image.Image:
-    """Open with the allowlist, enforce the pixel cap from the header, then decode."""
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Open with the allowlist, enforce the pixel cap from the header, then decode.
+    Returns the image and its size in the header (``draft`` may decode it smaller)."""
     im = Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS))
     width, height = im.size
     if width * height > max_pixels:
@@ -145,7 +170,7 @@ def _open_and_load(
             im.draft("RGB", target)
     # Animated GIF/WebP/AVIF and multi-page TIFF: the freshly opened image is frame 0.
     im.load()
-    return im
+    return im, (width, height)
 
 
 def _check_animation(im: Image.Image, data: bytes, max_pixels: int) -> None:
@@ -237,6 +262,48 @@ def _bounding_box(options: TransformOptions) -> tuple[int, int]:
     """A missing side is unbounded; ``thumbnail`` then only ever shrinks."""
     unbounded = 1 << 30
     return (options.max_width or unbounded, options.max_height or unbounded)
+
+
+# --------------------------------------------------------------------------- never bigger
+
+
+@dataclass(frozen=True)
+class _SourceFacts:
+    """What decides whether the source's own bytes can stand for the output."""
+
+    size: tuple[int, int]  # from the header
+    mode: str
+    orientation: int
+    frames: int
+
+
+def _original_if_smaller(
+    data: bytes,
+    source_format: str,
+    out_format: str,
+    facts: _SourceFacts,
+    final_size: tuple[int, int],
+    exif: bytes | None,
+    encoded_size: int,
+) -> bytes | None:
+    """The source with its metadata stripped losslessly, when it can stand for the output
+    and the re-encode is not smaller than it; else None (the re-encode is stored).
+
+    It can stand for the output when nothing but the coding would change: same format,
+    same size, upright (an orientation tag would be stripped with the EXIF, turning the
+    picture), one frame (the output of an animation is its first frame), and for JPEG not
+    CMYK (outputs are RGB). Compared with the *stripped* source, so a re-encode that only
+    beats the source by its metadata does not win over the source at its own quality."""
+    if out_format != source_format or final_size != facts.size:
+        return None
+    if facts.orientation != 1 or facts.frames > 1:
+        return None
+    if source_format == "JPEG" and facts.mode not in ("RGB", "L"):
+        return None
+    stripped = strip_metadata(data, source_format, exif)
+    if stripped is None or len(stripped) > encoded_size:
+        return None
+    return stripped
 
 
 # --------------------------------------------------------------------------- metadata

@@ -15,11 +15,15 @@ function bytesCell(image) {
     return el("td", { text: formatBytes(image.bytes_in) });
   }
   const saved = image.bytes_in ? (100 * (image.bytes_in - image.bytes_out)) / image.bytes_in : 0;
+  // Never a bigger file: the source kept (metadata stripped), or a growth that was asked for.
+  let note = ` (−${saved.toFixed(0)}%)`;
+  if (image.kept_original) note = ` (−${saved.toFixed(0)}%, original kept)`;
+  else if (image.grew) note = ` (+${(-saved).toFixed(0)}%, grew)`;
   return el(
     "td",
     { class: "num" },
     `${formatBytes(image.bytes_in)} → ${formatBytes(image.bytes_out)}`,
-    el("span", { class: "saved", text: ` (−${saved.toFixed(0)}%)` }),
+    el("span", { class: "saved", text: note }),
   );
 }
 
