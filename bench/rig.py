@@ -97,6 +97,7 @@ class Rig:
         )
 
     def start(self) -> None:
+        self.ledger.apart["imageserver"] = self.server.proc.pid
         warm = workload(self.corpus, min(len(self.corpus.files), 8), "warm")
         self._start_floors()
         if {"turbojpeg", "small"} & set(self.cfg.modes):

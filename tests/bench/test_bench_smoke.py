@@ -98,6 +98,8 @@ def test_quick_codec_tables(tmp_path: Path) -> None:
         "transform()/plain Pillow (sRGB)",
     ):
         assert ratios[key] is not None and ratios[key] > 0, key
+    assert ratios["CPU: small embedded/small C floor"] > 0
+    assert results["small_embedded"]["median_cpu_ms_per_image"] > 0
     overhead = report["small_overhead"]
     assert overhead["codec_ms"] > 0 and overhead["embedded_ms"] > overhead["codec_ms"]
     verdicts = {t["target"]: t["result"] for t in report["targets"]}
