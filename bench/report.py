@@ -115,8 +115,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "mixed embedded/mixed transform()": div(mp("mixed_embedded"), mp("mixed_floor")),
         # 1 - this is the metrics' cost in throughput.
         "embedded/embedded_nometrics": div(mp("embedded"), mp("embedded_nometrics")),
-        "dist2/floor": div(mp("dist2"), mp("floor")),
-        "dist1/floor": div(mp("dist1"), mp("floor")),
+        "dist2/transform()": div(mp("dist2"), mp("floor")),
+        "dist1/transform()": div(mp("dist1"), mp("floor")),
         "embedded/naive": div(mp("embedded"), mp("naive")),
         "dist2/dist1": div(mp("dist2"), mp("dist1")),
         "dist2 S3/dist2 local disk": div(mp("dist2s3"), mp("dist2")),
