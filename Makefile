@@ -40,7 +40,7 @@ demo: install ## Process the bundled example catalog, offline
 run: install ## Serve the web UI and API with embedded workers on http://127.0.0.1:8000
 	$(BIN)/pixelbatch serve
 
-system-packages: ## apt-install what the tests drive for real (chromium, prometheus) when missing
+system-packages: ## apt-install what the tests drive for real (chromium, prometheus, cc + libjpeg) when missing
 	bash deploy/dev/system-packages.sh
 
 test: install deploy-tools system-packages ## Run the whole test suite, in parallel (TEST_WORKERS=4)

@@ -32,12 +32,17 @@ MODES = (
     "large_csv",
     # A 10-image high batch under a large normal one vs idle (bench/priority.py).
     "priority",
+    # The second tables (bench/codec.py): transform() vs plain Pillow on sRGB/untagged
+    # JPEGs; 640 px product images (C floor vs embedded); the mixed corpus.
+    "pillow",
+    "small",
+    "mixed",
 )
 
 
 @dataclass
 class Config:
-    products: int = 96  # x3 images = 288 = 6 passes over the 48-file corpus
+    products: int = 200  # x3 images = 600 per mode, 12.5 passes over the 48-file corpus
     images_per_product: int = 3
     rounds: int = 3
     latency: float = 0.05

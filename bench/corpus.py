@@ -28,7 +28,7 @@ from PIL import Image, ImageCms
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 MANIFEST = "manifest.json"
-CORPUS_VERSION = 4
+CORPUS_VERSION = 5
 
 APT_PACKAGES = ("mate-backgrounds", "lomiri-wallpapers-20.04", "icc-profiles-free")
 NATURE_DIR = Path("/usr/share/backgrounds/mate/nature")
@@ -51,6 +51,10 @@ class CorpusFile:
     orientation: int | None
     icc: str | None
     source: str
+    # Which tables the file belongs to: "jpeg" (the main, JPEG-only set: the codec floor's
+    # ground), "mixed" (the same set with a few PNG and WebP: the second table), "small"
+    # (640 px product images, q90: where per-image overhead decides).
+    groups: tuple[str, ...] = ("jpeg", "mixed")
 
     @property
     def megapixels(self) -> float:
@@ -66,6 +70,10 @@ class Corpus:
     kind: str
     directory: Path
     files: list[CorpusFile]
+
+    def group(self, name: str) -> Corpus:
+        """The files of one table (same directory, so one image server serves them all)."""
+        return Corpus(self.kind, self.directory, [f for f in self.files if name in f.groups])
 
     def data(self, name: str) -> bytes:
         return (self.directory / name).read_bytes()
@@ -178,6 +186,34 @@ def full_plans(n_sources: int, count: int = 48) -> list[Plan]:
             plans.append(plan)
         i += 1
         _ = rng
+    return plans
+
+
+def jpeg_stand_ins(plans: list[Plan]) -> list[Plan]:
+    """For each PNG/WebP of the mixed set, a JPEG q90 of the same crop size: the JPEG-only
+    set is the mixed one with those files replaced, so both tables have the same sizes."""
+    return [
+        Plan(p.source, p.width, p.height, "jpeg", 90, camera_exif=True)
+        for p in plans
+        if p.format != "jpeg"
+    ]
+
+
+def small_plans(n_sources: int, count: int) -> list[Plan]:
+    """Product images as catalogs hold them: 640 px on the long side, JPEG q90."""
+    plans = []
+    for i in range(count):
+        aw, ah = ASPECTS[i % len(ASPECTS)]
+        long_side = 640
+        w, h = (
+            (long_side, round(long_side * ah / aw))
+            if aw >= ah
+            else (
+                round(long_side * aw / ah),
+                long_side,
+            )
+        )
+        plans.append(Plan(i % n_sources, w, h, "jpeg", 90, camera_exif=i % 2 == 0))
     return plans
 
 
@@ -298,7 +334,7 @@ def build(kind: str, log: callable = print) -> Corpus:  # type: ignore[valid-typ
     if manifest.exists():
         meta = json.loads(manifest.read_text())
         if meta.get("version") == CORPUS_VERSION:
-            files = [CorpusFile(**f) for f in meta["files"]]
+            files = [CorpusFile(**{**f, "groups": tuple(f["groups"])}) for f in meta["files"]]
             if all((directory / f.name).exists() for f in files):
                 return Corpus(kind, directory, files)
     if directory.exists():
@@ -309,11 +345,20 @@ def build(kind: str, log: callable = print) -> Corpus:  # type: ignore[valid-typ
         images: list[Image.Image] | None = _synthetic_sources()
         source_names = [f"synthetic-{i}" for i in range(len(images))]
         plans = quick_plans(len(images))
+        n_sources = len(images)
     else:
         paths = ensure_sources(log)
         images = None
         source_names = [p.name for p in paths]
         plans = full_plans(len(paths)) if kind == "full" else quick_plans(len(paths))
+        n_sources = len(paths)
+    groups: list[tuple[str, ...]] = [
+        ("jpeg", "mixed") if p.format == "jpeg" else ("mixed",) for p in plans
+    ]
+    stand_ins = jpeg_stand_ins(plans)
+    small = small_plans(n_sources, 48 if kind == "full" else 8)
+    plans = plans + stand_ins + small
+    groups += [("jpeg",)] * len(stand_ins) + [("small",)] * len(small)
     log(f"building the {kind} corpus ({len(plans)} files) in {directory} ...")
 
     rng = random.Random(7)
@@ -330,7 +375,8 @@ def build(kind: str, log: callable = print) -> Corpus:  # type: ignore[valid-typ
         cut = _cut(src, plan.width, plan.height, rng)
         data = _render(cut, plan)
         ext = {"jpeg": "jpg", "png": "png", "webp": "webp"}[plan.format]
-        name = f"p{index:02d}-{plan.width}x{plan.height}.{ext}"
+        prefix = "s" if groups[index] == ("small",) else "p"
+        name = f"{prefix}{index:02d}-{plan.width}x{plan.height}.{ext}"
         (directory / name).write_bytes(data)
         files.append(
             CorpusFile(
@@ -343,6 +389,7 @@ def build(kind: str, log: callable = print) -> Corpus:  # type: ignore[valid-typ
                 orientation=plan.orientation,
                 icc=plan.icc,
                 source=source_names[plan.source],
+                groups=groups[index],
             )
         )
     manifest.write_text(

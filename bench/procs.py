@@ -154,6 +154,11 @@ class CpuLedger:
 
     SERVICES = ("postgres", "redis-server")
 
+    def __init__(self) -> None:
+        # Processes of ours reported on their own as well (still counted in "ours"):
+        # name -> pid, e.g. the image server, which stands in for the suppliers.
+        self.apart: dict[str, int] = {}
+
     def _snapshot(self) -> dict[int, tuple[str, int, int]]:
         snap = {}
         for pid in all_pids():
@@ -177,12 +182,16 @@ class CpuLedger:
         wall = time.monotonic() - self._t0
         ours = set(descendants(os.getpid())) | {os.getpid()}
         split = {"ours": 0.0, "services": 0.0, "foreign": 0.0}
+        split.update({name: 0.0 for name in self.apart})
+        apart = {pid: name for name, pid in self.apart.items()}
         for pid, (comm, with_children, own) in after.items():
             prev = self._before.get(pid)
             same = prev is not None and prev[0] == comm
             if pid in ours:
                 key = "ours"
                 delta = with_children - (prev[1] if prev is not None and same else 0)
+                if pid in apart:
+                    split[apart[pid]] += delta / CLK_TCK
             else:
                 key = "services" if comm.startswith(self.SERVICES) else "foreign"
                 delta = own - (prev[2] if prev is not None and same else 0)

@@ -3,6 +3,7 @@
     .venv/bin/pip install py-spy
     .venv/bin/python -m bench.profile embedded   # or: dist1, dist2
     .venv/bin/python -m bench.profile dist1 --idle   # include waiting threads
+    .venv/bin/python -m bench.profile embedded --table small   # 640 px product images
 
 Records every process of the mode (API, pool children, workers) for ``--seconds``, writes the
 raw collapsed stacks to bench/.cache/profile-<mode>-<pid>.txt (open them with speedscope or
@@ -68,12 +69,18 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--idle", action="store_true", help="sample idle (waiting) threads too")
     p.add_argument("--top", type=int, default=12)
+    p.add_argument(
+        "--table",
+        choices=("jpeg", "small", "mixed"),
+        default="jpeg",
+        help="corpus: JPEG photos (the main table), 640 px products, or the mixed one",
+    )
     p.add_argument("--code", choices=("worktree", "head"), default="worktree")
     a = p.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(procs.python()).parent / "py-spy")
     cfg = Config(code=a.code)
     print("measuring", use_code(cfg))
-    corpus = corpus_mod.build("full")
+    corpus = corpus_mod.build("full").group(a.table)
     workdir = Path(tempfile.mkdtemp(prefix="profile-", dir=corpus_mod.CACHE))
     server = procs.ImageServer(corpus.directory, 0.05, 0)
     env = {

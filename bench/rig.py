@@ -16,7 +16,7 @@ from bench import floor as floor_mod
 from bench import procs
 from bench.config import CACHE, MODES, Config, log
 from bench.distributed import Distributed
-from bench.measure import Workload, run_batch, workload
+from bench.measure import Workload, rate, run_batch, workload
 from bench.s3store import MotoServer
 
 
@@ -44,6 +44,10 @@ class Rig:
     ledger: procs.CpuLedger = field(default_factory=procs.CpuLedger)
     pillow: floor_mod.PillowFloor | None = None
     pillow1: floor_mod.PillowFloor | None = None
+    plain: floor_mod.PlainPillow | None = None
+    # The second tables: the mixed corpus (PNG and WebP among the JPEGs) and small products.
+    mixed: corpus_mod.Corpus | None = None
+    small: corpus_mod.Corpus | None = None
     tj_binary: Path | None = None
     embedded: procs.Api | None = None
     embedded_nometrics: procs.Api | None = None
@@ -56,11 +60,39 @@ class Rig:
     def paths(self, files: list[corpus_mod.CorpusFile]) -> list[str]:
         return [str(self.corpus.directory / f.name) for f in files]
 
+    def quality_items(self, files: list[corpus_mod.CorpusFile]) -> list[tuple[str, int]]:
+        """(path, output quality) of JPEG files, by transform()'s default rule (half the
+        source's quality): what the codec floors are asked to write."""
+        return [
+            (str(self.corpus.directory / f.name), max(1, round((f.quality or 90) * 0.5)))
+            for f in files
+            if f.format == "jpeg"
+        ]
+
+    def batch(self, mode: str, api_url: str, wl: Workload) -> dict[str, Any]:
+        """One batch of ``wl`` through an API, upload to final status, as a rate sample."""
+        res = run_batch(
+            api_url, wl.csv(self.server.base_url, self.cfg.images_per_product), self.cfg.status_hz
+        )
+        self.latencies.setdefault(mode, []).extend(res["latencies_ms"])
+        return rate(
+            len(wl.files),
+            wl.megapixels,
+            res["seconds"],
+            failed=res["counts"]["images_failed"],
+            status=res["status"],
+            upload_s=round(res["upload_s"], 3),
+            bytes_in=res["bytes_in"],
+            bytes_out=res["bytes_out"],
+            kept_original=res["kept_original"],
+            grew=res["grew"],
+        )
+
     def measure(self, mode: str, fn: Callable[[], dict[str, Any]]) -> None:
         self.ledger.start()
         sample = fn()
         sample["cpu"] = self.ledger.stop()
-        self.samples[mode].append(sample)
+        self.samples.setdefault(mode, []).append(sample)
         log(
             self.cfg,
             f"  {mode:10s} {sample['images']:5d} images "
@@ -69,11 +101,12 @@ class Rig:
         )
 
     def start(self) -> None:
+        self.ledger.apart["imageserver"] = self.server.proc.pid
         warm = workload(self.corpus, min(len(self.corpus.files), 8), "warm")
         self._start_floors()
-        if "turbojpeg" in self.cfg.modes:
+        if {"turbojpeg", "small"} & set(self.cfg.modes):
             self._start_turbojpeg()
-        if "embedded" in self.cfg.modes or "priority" in self.cfg.modes:
+        if {"embedded", "priority", "small", "mixed"} & set(self.cfg.modes):
             self.embedded = self._start_embedded(warm, "embedded", {})
         if "embedded_nometrics" in self.cfg.modes:
             self.embedded_nometrics = self._start_embedded(
@@ -85,8 +118,11 @@ class Rig:
             self._start_distributed_s3(warm)
 
     def _start_floors(self) -> None:
-        if "floor" in self.cfg.modes:
+        if {"floor", "pillow", "mixed"} & set(self.cfg.modes):
             self.pillow = floor_mod.PillowFloor()
+        if "pillow" in self.cfg.modes:
+            self.plain = floor_mod.PlainPillow()
+            self.plain.warm(self.quality_items(self.corpus.files[: self.plain.workers * 2]))
         self.pillow1 = floor_mod.PillowFloor(1) if "floor1" in self.cfg.modes else None
         if self.pillow1 is not None:
             self.pillow1.warm(self.paths(self.corpus.files[:2]))
@@ -138,7 +174,7 @@ class Rig:
 
     def close(self) -> None:
         self.mem.stop()
-        for pool in (self.pillow, self.pillow1):
+        for pool in (self.pillow, self.pillow1, self.plain):
             if pool is not None:
                 pool.close()
         for api in (self.embedded, self.embedded_nometrics):

@@ -17,14 +17,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench import codec, procs
 from bench import corpus as corpus_mod
 from bench import floor as floor_mod
-from bench import procs
 from bench.config import CACHE, Config, log
 from bench.distributed import Distributed
 from bench.kill_recovery import measure_kill_recovery
 from bench.large_csv import large_csv
-from bench.measure import StatusProbe, Workload, rate, run_batch, subset_count, workload
+from bench.measure import StatusProbe, Workload, rate, subset_count, workload
 from bench.priority import measure_priority
 from bench.report import summarise
 from bench.rig import Rig
@@ -36,7 +36,9 @@ def run(cfg: Config) -> dict[str, Any]:
     CACHE.mkdir(parents=True, exist_ok=True)
     code = use_code(cfg)
     log(cfg, f"measuring pixelbatch from {code}")
-    corpus = corpus_mod.build(cfg.corpus, log=lambda *a: log(cfg, *a))
+    everything = corpus_mod.build(cfg.corpus, log=lambda *a: log(cfg, *a))
+    # The main table is JPEG only (the codec floor's ground); mixed and small are second tables.
+    corpus = everything.group("jpeg")
     total = cfg.products * cfg.images_per_product
     sub = subset_count(cfg, corpus, total)
     log(cfg, f"corpus: {json.dumps(corpus.summary())}")
@@ -69,6 +71,8 @@ def run(cfg: Config) -> dict[str, Any]:
     base_env.pop("PIXELBATCH_BROKER_URL", None)
     base_env.pop("PIXELBATCH_DATABASE_URL", None)
     rig = Rig(cfg, corpus, server, mem, workdir, base_env, report, total, sub)
+    rig.mixed, rig.small = everything.group("mixed"), everything.group("small")
+    report["corpus_mixed"], report["corpus_small"] = rig.mixed.summary(), rig.small.summary()
     try:
         rig.start()
         for r in range(cfg.rounds):
@@ -92,7 +96,7 @@ def measure_round(rig: Rig, r: int) -> None:
     log(rig.cfg, f"--- round {r + 1}/{rig.cfg.rounds}")
     main = workload(rig.corpus, rig.total, f"r{r}")
     small = workload(rig.corpus, rig.sub, f"r{r}s")
-    if rig.pillow is not None:
+    if rig.pillow is not None and "floor" in rig.cfg.modes:
         measure_floor(rig, rig.pillow, main)
     if rig.pillow1 is not None:
         measure_floor1(rig, rig.pillow1, r)
@@ -111,6 +115,7 @@ def measure_round(rig: Rig, r: int) -> None:
         measure_distributed(rig, rig.dist, rig.dist.api, small, main)
     if rig.dist_s3 is not None and rig.dist_s3.api is not None:
         measure_distributed_s3(rig, rig.dist_s3, rig.dist_s3.api, main)
+    codec.measure_second_tables(rig, r)
 
 
 def measure_floor(rig: Rig, pillow: floor_mod.PillowFloor, wl: Workload) -> None:
@@ -140,18 +145,16 @@ def measure_floor1(rig: Rig, pillow1: floor_mod.PillowFloor, r: int) -> None:
 
 
 def measure_turbojpeg(rig: Rig, tj_binary: Path, wl: Workload) -> None:
-    """libjpeg-turbo from C: how far Pillow itself is from the codec."""
+    """libjpeg-turbo from C with our output settings: the bench's floor."""
     jpegs = [f for f in wl.files if f.format == "jpeg"]
-    items = [
-        (str(rig.corpus.directory / f.name), max(1, round((f.quality or 90) * 0.5))) for f in jpegs
-    ]
+    items = rig.quality_items(jpegs)
     rig.measure(
         "turbojpeg",
         lambda: rate(
             len(items),
             sum(f.megapixels for f in jpegs),
             floor_mod.turbojpeg_floor(tj_binary, items, rig.workdir),
-            note="JPEG files only, no Huffman optimisation",
+            note="libjpeg from C, our settings (Huffman optimisation on)",
         ),
     )
 
@@ -208,22 +211,7 @@ def measure_distributed_s3(rig: Rig, dist: Distributed, api: procs.Api, main: Wo
 
 
 def _batch(rig: Rig, mode: str, api_url: str, wl: Workload) -> dict[str, Any]:
-    res = run_batch(
-        api_url, wl.csv(rig.server.base_url, rig.cfg.images_per_product), rig.cfg.status_hz
-    )
-    rig.latencies.setdefault(mode, []).extend(res["latencies_ms"])
-    return rate(
-        len(wl.files),
-        wl.megapixels,
-        res["seconds"],
-        failed=res["counts"]["images_failed"],
-        status=res["status"],
-        upload_s=round(res["upload_s"], 3),
-        bytes_in=res["bytes_in"],
-        bytes_out=res["bytes_out"],
-        kept_original=res["kept_original"],
-        grew=res["grew"],
-    )
+    return rig.batch(mode, api_url, wl)
 
 
 def measure_large_csv(rig: Rig) -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The machine packages the test suite drives for real: Debian's chromium (the browser tests,
-# through Playwright; `playwright install` is never used) and Prometheus with promtool (the
-# metrics tests start their own). Installed with apt when missing; `make test` and .ci/run
+# through Playwright; `playwright install` is never used), Prometheus with promtool (the
+# metrics tests start their own), and a C compiler with libjpeg-turbo's headers (the bench's
+# codec floor, bench/floor.py, which the bench smoke test compiles). Installed with apt when missing; `make test` and .ci/run
 # call this, so a fresh machine needs nothing done by hand.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   missing+=(prometheus)
 fi
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+[ -f /usr/include/jpeglib.h ] || missing+=(libjpeg62-turbo-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -33,7 +33,7 @@ def test_quick_embedded_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
     latency = report["status_latency_ms"]["embedded"]
     assert latency["n"] > 0 and latency["p50"] > 0
     assert any(m["role"].startswith("embedded") and m["peak_rss_mb"] > 0 for m in report["memory"])
-    assert {t["target"] for t in report["targets"]} >= {"embedded/floor", "embedded/naive"}
+    assert {t["target"] for t in report["targets"]} >= {"embedded/C floor", "embedded/naive"}
     # The same server without metrics, same round: the metrics' cost is a ratio of the two.
     assert report["results"]["embedded_nometrics"]["rounds"][0]["status"] == "COMPLETED"
     assert report["ratios"]["embedded/embedded_nometrics"] > 0
@@ -69,4 +69,55 @@ def test_quick_priority_report(tmp_path: Path) -> None:
     assert sample["big_status_when_high_finished"] == "PROCESSING"
     target = "10-image high batch under a large one / idle (median)"
     assert any(t["target"] == target and t["value"] is not None for t in report["targets"])
+    bench_run.print_report(report, output)
+
+
+def test_quick_codec_tables(tmp_path: Path) -> None:
+    """The floor is libjpeg-turbo from C with our settings on the JPEG-only corpus, and the
+    second tables (sRGB transform() vs plain Pillow, small products, the mixed corpus) each
+    print a ratio and a target (compiles bench/floor.py's C source: needs cc and jpeglib.h)."""
+    output = tmp_path / "results.json"
+    modes = "turbojpeg,floor,embedded,pillow,small,mixed"
+    argv = ["--quick", "--synthetic", "--modes", modes, "--products", "4"]
+    cfg = bench_run.parse([*argv, "--output", str(output)])
+    cfg.quiet = True
+    report = bench_run.run(cfg)
+
+    assert report["corpus"]["formats"] == {"jpeg": 8}  # the main table is JPEG only
+    assert set(report["corpus_mixed"]["formats"]) == {"jpeg", "png", "webp"}
+    assert report["corpus_small"]["max_long_side"] == 640
+    results = report["results"]
+    for mode in (
+        "turbojpeg",
+        "floor",
+        "embedded",
+        "pillow_srgb",
+        "transform_srgb",
+        "small_floor",
+        "small_embedded",
+        "mixed_floor",
+        "mixed_embedded",
+    ):
+        assert results[mode]["median_mp_per_s"] > 0, mode
+        assert results[mode]["failed"] == 0, mode
+    ratios = report["ratios"]
+    for key in (
+        "embedded/C floor",
+        "embedded/transform()",
+        "small embedded/small C floor",
+        "transform()/plain Pillow (sRGB)",
+    ):
+        assert ratios[key] is not None and ratios[key] > 0, key
+    assert ratios["CPU: small embedded/small C floor"] > 0
+    assert results["small_embedded"]["median_cpu_ms_per_image"] > 0
+    overhead = report["small_overhead"]
+    assert overhead["codec_ms"] > 0 and overhead["embedded_ms"] > overhead["codec_ms"]
+    verdicts = {t["target"]: t["result"] for t in report["targets"]}
+    for target in (
+        "embedded/C floor",
+        "embedded/transform() on all cores",
+        "small images: embedded/C floor",
+        "transform()/plain Pillow, sRGB+untagged",
+    ):
+        assert verdicts[target] in ("PASS", "MISS"), target
     bench_run.print_report(report, output)

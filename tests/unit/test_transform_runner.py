@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import signal
@@ -146,5 +147,41 @@ def test_an_image_over_the_time_limit_fails_alone_and_the_pool_goes_on() -> None
         # The child that ran it was replaced; the next image gets a fresh one.
         assert pool(small, TransformOptions()).width == 64
         assert child not in _children(pool)
+    finally:
+        pool.shutdown()
+
+
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
+def _pipe_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("pipe:"):
+            out.add(target)
+    return out
+
+
+def test_the_pipes_to_the_children_hold_a_whole_result() -> None:
+    """A result is written back in one go, not 64 KB at a time while the parent's reader
+    thread waits for the GIL (the fd table of a real child is read from /proc)."""
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
+    try:
+        pool(_jpeg(), TransformOptions())
+        (child,) = _children(pool)
+        shared = _pipe_inodes(child) & _pipe_inodes(os.getpid())
+        assert shared, "no pipe shared with the child"
+        sizes = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") in shared:
+                    sizes.append(fcntl.fcntl(int(fd), F_GETPIPE_SZ))
+            except OSError:
+                continue
+        assert sizes and min(sizes) >= transform_pool.PIPE_BYTES, sizes
     finally:
         pool.shutdown()

@@ -11,6 +11,8 @@ from typing import Final
 
 from PIL import Image, ImageCms
 
+from pixelbatch.transform.srgb import is_srgb
+
 __all__ = ["to_srgb"]
 
 _SRGB_PROFILE: Final = ImageCms.createProfile("sRGB")
@@ -33,6 +35,8 @@ def to_srgb(im: Image.Image) -> Image.Image:
     elif mode not in ("L", "RGB", "RGBA", "CMYK"):
         im = im.convert("RGB")  # YCbCr, RGBX, LAB-less oddities
 
+    if icc and im.mode in ("RGB", "RGBA") and is_srgb(icc):
+        return im  # sRGB already: the conversion would be a full pass that changes nothing
     if icc and im.mode in ("RGB", "RGBA", "CMYK"):
         converted = _apply_icc(im, icc)
         if converted is not None:

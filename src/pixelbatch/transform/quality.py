@@ -8,6 +8,7 @@ finding the quality whose scaled tables best match the file's tables recovers it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 # ITU-T T.81 Annex K tables (natural order; order is irrelevant because we compare sorted).
 _STD_LUMINANCE: tuple[int, ...] = (
@@ -44,6 +45,17 @@ _CANDIDATES: tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...] = tuple(
 )
 
 
+# Tables written by libjpeg at quality q (every IJG encoder: Pillow, libjpeg-turbo, most
+# cameras' software) match exactly: one dict lookup instead of 100 x 128 comparisons, which
+# cost ~1 ms a file, a tenth of the CPU a 640 px product image takes. Two qualities may
+# share tables at the extremes; the lowest wins, as in the search below.
+_EXACT: dict[tuple[tuple[int, ...], tuple[int, ...] | None], int] = {}
+for _q, _luma, _chroma in reversed(_CANDIDATES):
+    _EXACT[(_luma, _chroma)] = _q
+    _EXACT[(_luma, None)] = _q
+del _q, _luma, _chroma
+
+
 def _distance(observed: Sequence[int], expected: Sequence[int]) -> int:
     return sum(abs(a - b) for a, b in zip(observed, expected, strict=True))
 
@@ -58,10 +70,19 @@ def estimate_jpeg_quality(quantization: dict[int, list[int]]) -> int | None:
     luma = quantization.get(0)
     if luma is None or len(luma) != 64:
         return None
-    observed_luma = sorted(luma)
+    observed_luma = tuple(sorted(luma))
     chroma = quantization.get(1)
-    observed_chroma = sorted(chroma) if chroma is not None and len(chroma) == 64 else None
+    observed_chroma = tuple(sorted(chroma)) if chroma is not None and len(chroma) == 64 else None
+    exact = _EXACT.get((observed_luma, observed_chroma))
+    if exact is not None:
+        return exact
+    return _nearest(observed_luma, observed_chroma)
 
+
+@lru_cache(maxsize=256)
+def _nearest(observed_luma: tuple[int, ...], observed_chroma: tuple[int, ...] | None) -> int:
+    """The closest IJG quality by table distance; cached, since a catalog's files tend to
+    come from a few encoders (one camera, one editor) that share their tables."""
     best_quality = 0
     best_distance = -1
     for quality, std_luma, std_chroma in _CANDIDATES:
