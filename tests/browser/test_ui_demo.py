@@ -29,13 +29,15 @@ def test_the_demo_batch_opens_in_the_page(browser: Browser, tmp_path: Path) -> N
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     hint = re.search(
-        r"see it in the web UI: PIXELBATCH_DATA_DIR=(\S+) pixelbatch serve \(or make run\), "
+        r"see it in the web UI: PIXELBATCH_DATA_DIR=(\S+) (\S+) serve, "
         r"then open (http://\S+/)#/batches/([0-9a-f-]{36})",
         demo.stdout,
     )
     assert hint, demo.stdout
-    data_dir, printed_base, batch_id = hint.groups()
+    data_dir, command, printed_base, batch_id = hint.groups()
     assert Path(data_dir) == (tmp_path / "demo").resolve()
+    # This installation's own script, runnable without an activated virtualenv.
+    assert Path(command) == Path(sys.executable).parent / "pixelbatch", command
     assert printed_base == "http://127.0.0.1:8000/"  # the defaults `make run` serves on
 
     server = support.ServerProcess(Path(data_dir), {}).start()

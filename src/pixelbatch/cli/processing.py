@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -219,7 +220,20 @@ def demo(
     )
     # The demo keeps its own data directory: a server started on it shows this batch.
     console.print(
-        f"see it in the web UI: PIXELBATCH_DATA_DIR={root.resolve()} pixelbatch serve"
-        f" (or make run), then open {ui_url(base)}#/batches/{batch.id}",
+        f"see it in the web UI: PIXELBATCH_DATA_DIR={root.resolve()} {own_command()} serve"
+        f", then open {ui_url(base)}#/batches/{batch.id}",
         soft_wrap=True,
     )
+
+
+def own_command() -> str:
+    """This installation's ``pixelbatch`` as a shell can run it from here: the console script
+    beside the running interpreter (``.venv/bin/pixelbatch`` after ``make demo``), so a printed
+    hint works pasted into a shell whose virtualenv is not activated."""
+    script = Path(sys.executable).parent / "pixelbatch"
+    if not script.is_file():
+        return "pixelbatch"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
