@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from io import BytesIO
 
 import pytest
@@ -79,8 +80,13 @@ def test_srgb_tagged_jpeg_skips_colour_conversion(monkeypatch: pytest.MonkeyPatc
     assert tagged.data == untagged.data
 
 
-@pytest.mark.parametrize("profile", [_with_gamma_22(), _with_swapped_primaries()])
-def test_non_srgb_profile_is_still_converted(profile: bytes) -> None:
+# Built inside the test, named by ids: a profile's bytes carry its creation time, and
+# pytest-xdist workers must collect the same test ids.
+@pytest.mark.parametrize(
+    "make_profile", [_with_gamma_22, _with_swapped_primaries], ids=["gamma-2.2", "swapped"]
+)
+def test_non_srgb_profile_is_still_converted(make_profile: Callable[[], bytes]) -> None:
+    profile = make_profile()
     calls: list[int] = []
     real = ImageCms.profileToProfile
 
