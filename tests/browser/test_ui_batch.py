@@ -5,6 +5,8 @@ download the output CSV; hostile text stays text; nothing is requested from anot
 from __future__ import annotations
 
 import re
+import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -183,13 +185,32 @@ def test_csv_problems_are_listed_by_row_and_column_before_anything_runs(
 def test_the_watch_survives_a_server_restart_and_a_reload(
     browser: Browser, tmp_path: Path, images: ImageServer
 ) -> None:
-    env = server_env(images)
+    # Long enough for the slow image below (the shared setting fails reads after 2 s).
+    env = {
+        **server_env(images),
+        "PIXELBATCH_FETCH_READ_TIMEOUT": "10",
+        "PIXELBATCH_FETCH_TOTAL_TIMEOUT": "15",
+    }
+
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        """Keeps the batch running past the server's stop, whatever the machine's speed:
+        a batch that ended first would leave the page nothing to watch through the gap."""
+        time.sleep(4)
+        body = support.jpeg((200, 150))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    images.add("/slow.jpg", slow)
+    slow_row = support.csv_bytes([["4", "Slow stool", f"{images.base_url}/slow.jpg"]])
     proc = support.ServerProcess(tmp_path / "data", env).start()
     try:
         w = watch(browser)
         w.page.goto(proc.base_url + "/")
         csv_path = tmp_path / "catalog.csv"
-        csv_path.write_bytes(catalog(images))
+        csv_path.write_bytes(catalog(images) + slow_row.split(b"\n", 1)[1])
         batch_id = upload_through_page(w, csv_path)
         # The server goes away: the page says so and keeps trying; it comes back on the
         # same address and the page follows the same batch to its end.
