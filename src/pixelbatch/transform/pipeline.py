@@ -119,27 +119,18 @@ def transform(
         ) from None
 
     content_type, extension = CONTENT_TYPES[out_format]
-    if original is not None:
-        return TransformResult(
-            data=original,
-            content_type=content_type,
-            extension=extension,
-            width=final.width,
-            height=final.height,
-            source_format=source_format.lower(),
-            source_quality=source_quality,
-            output_quality=source_quality,  # the source's own coding, None for PNG
-            kept_original=True,
-        )
+    kept = original is not None
     return TransformResult(
-        data=encoded,
+        data=original if original is not None else encoded,
         content_type=content_type,
         extension=extension,
         width=final.width,
         height=final.height,
         source_format=source_format.lower(),
         source_quality=source_quality,
-        output_quality=quality,
+        # A kept original has the source's own coding (None for PNG).
+        output_quality=source_quality if kept else quality,
+        kept_original=kept,
     )
 
 
