@@ -170,9 +170,8 @@ def record(
     An abandoned outcome records nothing. A stored image whose recording finds it cancelled
     (the cancel came between the last boundary and the store) or deleted with its batch
     (after ``delete_prefix`` ran) is removed from ``storage``: nothing stays stored for an
-    image that is not recorded as done. The metrics count an
-    image here, after its recording committed: a re-leased image is counted by the worker
-    whose recording won, never twice."""
+    image that is not recorded as done. The metrics count an image here, after its recording
+    committed: a re-leased image is counted by the worker whose recording won, never twice."""
     if outcome.abandoned:
         log.info("image %s abandoned: its batch was cancelled or its lease lost", outcome.image_id)
         return False
