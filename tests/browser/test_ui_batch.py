@@ -188,14 +188,14 @@ def test_the_watch_survives_a_server_restart_and_a_reload(
     # Long enough for the slow image below (the shared setting fails reads after 2 s).
     env = {
         **server_env(images),
-        "PIXELBATCH_FETCH_READ_TIMEOUT": "10",
-        "PIXELBATCH_FETCH_TOTAL_TIMEOUT": "15",
+        "PIXELBATCH_FETCH_READ_TIMEOUT": "30",
+        "PIXELBATCH_FETCH_TOTAL_TIMEOUT": "40",
     }
 
     def slow(handler: BaseHTTPRequestHandler) -> None:
         """Keeps the batch running past the server's stop, whatever the machine's speed:
         a batch that ended first would leave the page nothing to watch through the gap."""
-        time.sleep(4)
+        time.sleep(15)  # longer than an upload takes on a loaded CI machine
         body = support.jpeg((200, 150))
         handler.send_response(200)
         handler.send_header("Content-Type", "image/jpeg")

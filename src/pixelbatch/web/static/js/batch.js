@@ -74,7 +74,11 @@ async function poll(id) {
     if (unreachable) setText("action-message", "");
     unreachable = false;
     if (changed && (wasActive || !ACTIVE.has(status.status))) loadImages(id);
-    if (ACTIVE.has(status.status)) timer = setTimeout(() => poll(id), POLL_MS);
+    // A batch has settled when it is final *and* its output CSV is written: the finaliser
+    // runs just after the last image (or the cancel), so keep polling until then.
+    if (ACTIVE.has(status.status) || !status.output_csv) {
+      timer = setTimeout(() => poll(id), POLL_MS);
+    }
   } catch (error) {
     if (id !== current) return;
     if (error instanceof ApiError && error.status !== 0 && error.status < 500) {
