@@ -5,7 +5,7 @@ download the output CSV; hostile text stays text; nothing is requested from anot
 from __future__ import annotations
 
 import re
-import time
+import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -192,10 +192,13 @@ def test_the_watch_survives_a_server_restart_and_a_reload(
         "PIXELBATCH_FETCH_TOTAL_TIMEOUT": "40",
     }
 
+    server_gone = threading.Event()
+
     def slow(handler: BaseHTTPRequestHandler) -> None:
-        """Keeps the batch running past the server's stop, whatever the machine's speed:
-        a batch that ended first would leave the page nothing to watch through the gap."""
-        time.sleep(15)  # longer than an upload takes on a loaded CI machine
+        """Holds the batch open until the page has seen the server go, whatever the machine's
+        speed: a batch that ended first would leave the page nothing to watch through the gap
+        (a fixed sleep lost that race on a loaded CI machine)."""
+        server_gone.wait(90)
         body = support.jpeg((200, 150))
         handler.send_response(200)
         handler.send_header("Content-Type", "image/jpeg")
@@ -216,6 +219,7 @@ def test_the_watch_survives_a_server_restart_and_a_reload(
         # same address and the page follows the same batch to its end.
         proc.stop()
         expect(w.page.locator("#action-message")).to_have_text(re.compile("unreachable"))
+        server_gone.set()
         proc = support.ServerProcess(tmp_path / "data", env, port=proc.port).start()
         expect(w.page.locator("#stat-status")).to_have_text("COMPLETED_WITH_ERRORS", timeout=60_000)
         # A reload opens the same batch again, from the address alone.
@@ -225,4 +229,5 @@ def test_the_watch_survives_a_server_restart_and_a_reload(
         assert w.dialogs == []
         assert w.foreign_requests(proc.base_url) == []
     finally:
+        server_gone.set()
         proc.stop()
