@@ -6,7 +6,10 @@ GET /img/<name>[?n=...]  the corpus file, after ``latency`` seconds, paced to ``
 GET /stats               {"requests": N, "bytes": N}
 anything else            404 at once (the large-CSV case points its 100,000 URLs there)
 
-Usage: python -m bench.imageserver DIR [--latency 0.05] [--bandwidth 0]; prints the port.
+Usage: python -m bench.imageserver DIR [--latency 0.05] [--bandwidth 0] [--hosts 4]; prints
+the port. ``--hosts N`` serves the same files on 127.0.0.1 .. 127.0.0.N (one port): N
+suppliers, as a catalog's URLs come from several, so that the per-host politeness limit
+(``FETCH_PER_HOST``) is not what a measurement of pixelbatch's own speed runs into.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ class _Server(ThreadingHTTPServer):
         pass  # clients that hang up early are expected
 
 
-def make_server(directory: Path, latency: float, bandwidth: float) -> _Server:
+def make_servers(directory: Path, latency: float, bandwidth: float, hosts: int) -> list[_Server]:
+    """One server per loopback address, all on the first one's port, sharing files and stats."""
     files = {
         p.name: (p.read_bytes(), TYPES.get(p.suffix, "application/octet-stream"))
         for p in directory.iterdir()
@@ -81,7 +85,9 @@ def make_server(directory: Path, latency: float, bandwidth: float) -> _Server:
                 stats["bytes"] += len(entry[0])
             self._reply(200, entry[0], entry[1], True)
 
-    return _Server(("127.0.0.1", 0), Handler)
+    first = _Server(("127.0.0.1", 0), Handler)
+    port = first.server_address[1]
+    return [first] + [_Server((f"127.0.0.{n}", port), Handler) for n in range(2, hosts + 1)]
 
 
 def main() -> None:
@@ -89,12 +95,17 @@ def main() -> None:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--bandwidth", type=float, default=0.0, help="bytes/s per connection")
+    parser.add_argument("--hosts", type=int, default=1, help="serve on 127.0.0.1 .. 127.0.0.N")
     args = parser.parse_args()
-    server = make_server(args.directory, args.latency, args.bandwidth)
-    print(server.server_address[1], flush=True)
+    servers = make_servers(args.directory, args.latency, args.bandwidth, args.hosts)
+    print(servers[0].server_address[1], flush=True)
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     # Exit with the parent: when stdin closes (the parent died), stop serving.
-    threading.Thread(target=lambda: (sys.stdin.read(), server.shutdown()), daemon=True).start()
-    server.serve_forever()
+    threading.Thread(
+        target=lambda: (sys.stdin.read(), [server.shutdown() for server in servers]), daemon=True
+    ).start()
+    servers[0].serve_forever()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def measure_kill_recovery(rig: Rig, dist: Distributed, api: procs.Api) -> dict[s
     for i, w in enumerate(dist.workers):
         rig.mem.add(f"worker w{i + 1}", w.pid)
     total = rig.total
-    base = rig.server.base_url
+    base = rig.server.bases
     per, hz = cfg.images_per_product, cfg.status_hz
 
     unkilled = run_batch(api.base_url, workload(rig.corpus, total, "kill-a").csv(base, per), hz)

@@ -35,11 +35,15 @@ class Workload:
     def megapixels(self) -> float:
         return sum(f.megapixels for f in self.files)
 
-    def urls(self, base: str) -> list[str]:
-        return [f"{base}/img/{f.name}?n={self.tag}-{i}" for i, f in enumerate(self.files)]
+    def urls(self, bases: list[str]) -> list[str]:
+        """Spread over the suppliers in turn (each of ``bases`` is one image host)."""
+        return [
+            f"{bases[i % len(bases)]}/img/{f.name}?n={self.tag}-{i}"
+            for i, f in enumerate(self.files)
+        ]
 
-    def csv(self, base: str, per_product: int) -> bytes:
-        urls = self.urls(base)
+    def csv(self, bases: list[str], per_product: int) -> bytes:
+        urls = self.urls(bases)
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(["S. No.", "Product Name", "Input Image Urls", "Brand"])

@@ -27,7 +27,7 @@ MIN_BIG_IMAGES = 240
 def measure_priority(rig: Rig, r: int) -> None:
     assert rig.embedded is not None
     api_url = rig.embedded.base_url
-    base = rig.server.base_url
+    base = rig.server.bases
     per_product = rig.cfg.images_per_product
     big = workload(rig.corpus, max(4 * rig.total, MIN_BIG_IMAGES), f"r{r}big")
     idle_wl = workload(rig.corpus, URGENT_IMAGES, f"r{r}hi-idle")

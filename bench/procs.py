@@ -207,7 +207,9 @@ def python() -> str:
 
 
 class ImageServer:
-    def __init__(self, directory: Path, latency: float, bandwidth: float) -> None:
+    """The bench's suppliers: ``hosts`` loopback addresses (127.0.0.1 .. 127.0.0.N), one port."""
+
+    def __init__(self, directory: Path, latency: float, bandwidth: float, hosts: int = 1) -> None:
         self.proc = subprocess.Popen(
             [
                 python(),
@@ -218,6 +220,8 @@ class ImageServer:
                 str(latency),
                 "--bandwidth",
                 str(bandwidth),
+                "--hosts",
+                str(hosts),
             ],
             cwd=ROOT,
             stdin=subprocess.PIPE,
@@ -225,8 +229,10 @@ class ImageServer:
         )
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.allow = f"127.0.0.1:{self.port}"
+        addresses = [f"127.0.0.{n}:{self.port}" for n in range(1, hosts + 1)]
+        self.base_url = f"http://{addresses[0]}"  # for a single URL (the large CSV's 404s)
+        self.bases = [f"http://{address}" for address in addresses]  # workloads spread over all
+        self.allow = ",".join(addresses)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.profile embedded   # or: dist1, dist2
     .venv/bin/python -m bench.profile dist1 --idle   # include waiting threads
     .venv/bin/python -m bench.profile embedded --table small   # 640 px product images
+    .venv/bin/python -m bench.profile embedded --table small --gil   # CPU of a GIL-bound API
 
 Records every process of the mode (API, pool children, workers) for ``--seconds``, writes the
 raw collapsed stacks to bench/.cache/profile-<mode>-<pid>.txt (open them with speedscope or
@@ -68,6 +69,11 @@ def main() -> None:
     p.add_argument("--products", type=int, default=96)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--idle", action="store_true", help="sample idle (waiting) threads too")
+    p.add_argument(
+        "--gil",
+        action="store_true",
+        help="only samples holding the GIL: where a GIL-bound process spends its CPU",
+    )
     p.add_argument("--top", type=int, default=12)
     p.add_argument(
         "--table",
@@ -76,13 +82,14 @@ def main() -> None:
         help="corpus: JPEG photos (the main table), 640 px products, or the mixed one",
     )
     p.add_argument("--code", choices=("worktree", "head"), default="worktree")
+    p.add_argument("--hosts", type=int, default=4, help="image hosts (suppliers), as bench.run")
     a = p.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(procs.python()).parent / "py-spy")
     cfg = Config(code=a.code)
     print("measuring", use_code(cfg))
     corpus = corpus_mod.build("full").group(a.table)
     workdir = Path(tempfile.mkdtemp(prefix="profile-", dir=corpus_mod.CACHE))
-    server = procs.ImageServer(corpus.directory, 0.05, 0)
+    server = procs.ImageServer(corpus.directory, 0.05, 0, a.hosts)
     env = {
         **procs.os.environ,
         "PIXELBATCH_FETCH_ALLOW": server.allow,
@@ -103,7 +110,7 @@ def main() -> None:
             roots = [dist.api.pid, *(w.pid for w in dist.workers)]  # type: ignore[union-attr]
         result: dict[str, object] = {}
         batch = threading.Thread(
-            target=lambda: result.update(run_batch(url, wl.csv(server.base_url, 3), 10))
+            target=lambda: result.update(run_batch(url, wl.csv(server.bases, 3), 10))
         )
         batch.start()
         time.sleep(3)  # let the pipeline fill
@@ -134,6 +141,8 @@ def main() -> None:
             ]
             if a.idle:
                 cmd.append("--idle")
+            if a.gil:
+                cmd.append("--gil")
             recorders.append(
                 (
                     pid,

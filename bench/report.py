@@ -238,7 +238,8 @@ def print_report(report: dict[str, Any], path: Path) -> None:
         f"{report['machine']['cpus']} cpus, Pillow {report['machine'].get('pillow')}; "
         f"corpus {report['corpus']['files']} files, "
         f"{report['corpus']['mean_megapixels']} MP mean, "
-        f"latency {report['config']['latency'] * 1000:.0f} ms"
+        f"latency {report['config']['latency'] * 1000:.0f} ms, "
+        f"{report['config'].get('hosts', 1)} image hosts"
     )
     print(f"main table: JPEG only {report['corpus'].get('formats')}")
     labels = {

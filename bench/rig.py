@@ -72,7 +72,7 @@ class Rig:
     def batch(self, mode: str, api_url: str, wl: Workload) -> dict[str, Any]:
         """One batch of ``wl`` through an API, upload to final status, as a rate sample."""
         res = run_batch(
-            api_url, wl.csv(self.server.base_url, self.cfg.images_per_product), self.cfg.status_hz
+            api_url, wl.csv(self.server.bases, self.cfg.images_per_product), self.cfg.status_hz
         )
         self.latencies.setdefault(mode, []).extend(res["latencies_ms"])
         return rate(
@@ -138,7 +138,7 @@ class Rig:
         env = {**self.base_env, "PIXELBATCH_DATA_DIR": str(self.workdir / f"{name}-data"), **extra}
         api = procs.Api(name, env, self.workdir)
         self.mem.add(f"{name} API (+ transform pool)", api.pid)
-        res = run_batch(api.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz)
+        res = run_batch(api.base_url, warm.csv(self.server.bases, 3), self.cfg.status_hz)
         self.warm_batches.append((name, api.base_url, res["request_id"]))
         return api
 
@@ -148,7 +148,7 @@ class Rig:
         self.mem.add("distributed API", api.pid)
         self.dist.scale(1)
         self.mem.add("worker w1", self.dist.workers[0].pid)
-        res = run_batch(api.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz)
+        res = run_batch(api.base_url, warm.csv(self.server.bases, 3), self.cfg.status_hz)
         self.warm_batches.append(("distributed", api.base_url, res["request_id"]))
 
     def _start_distributed_s3(self, warm: Workload) -> None:
@@ -167,7 +167,7 @@ class Rig:
         api = self.dist_s3.start_api()
         self.mem.add("distributed API (S3)", api.pid)
         self.dist_s3.scale(1)
-        res = run_batch(api.base_url, warm.csv(self.server.base_url, 3), self.cfg.status_hz)
+        res = run_batch(api.base_url, warm.csv(self.server.bases, 3), self.cfg.status_hz)
         if self.s3.objects(f"outputs/{res['request_id']}/") < len(warm.files) + 2:
             raise RuntimeError("the S3 stack's warm-up batch is not in the bucket")
         self.warm_batches.append(("distributed S3", api.base_url, res["request_id"]))

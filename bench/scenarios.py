@@ -45,7 +45,8 @@ def run(cfg: Config) -> dict[str, Any]:
     log(
         cfg,
         f"{total} images per measurement ({sub} for naive and 1 worker); "
-        f"{cfg.rounds} round(s); latency {cfg.latency * 1000:.0f} ms; bandwidth "
+        f"{cfg.rounds} round(s); {cfg.hosts} image hosts; latency {cfg.latency * 1000:.0f} ms; "
+        "bandwidth "
         f"{cfg.bandwidth_mbps or 'unpaced'} Mbit/s per connection",
     )
 
@@ -60,7 +61,9 @@ def run(cfg: Config) -> dict[str, Any]:
         "notes": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
-    server = procs.ImageServer(corpus.directory, cfg.latency, cfg.bandwidth_mbps * 125_000)
+    server = procs.ImageServer(
+        corpus.directory, cfg.latency, cfg.bandwidth_mbps * 125_000, cfg.hosts
+    )
     mem = procs.MemWatch().start()
     base_env = {
         **os.environ,
@@ -164,7 +167,7 @@ def measure_naive(rig: Rig, r: int, wl: Workload) -> None:
 
     def naive() -> dict[str, Any]:
         url_file = rig.workdir / f"naive-{r}.txt"
-        url_file.write_text("\n".join(wl.urls(rig.server.base_url)))
+        url_file.write_text("\n".join(wl.urls(rig.server.bases)))
         proc = subprocess.Popen(
             [
                 procs.python(),

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pixelbatch.db import outbox
@@ -32,7 +32,20 @@ def mark_started(session: Session, batch_ids: Collection[uuid.UUID], now: dateti
         update(Batch)
         .where(Batch.id.in_(list(batch_ids)), Batch.status == BatchStatus.PENDING)
         .values(status=BatchStatus.PROCESSING, started_at=now)
+        .execution_options(synchronize_session=False)
     )
+
+
+_ALL_RECORDED = select(
+    Batch.__table__.c.images_done + Batch.__table__.c.images_failed
+    >= Batch.__table__.c.images_total
+).where(Batch.__table__.c.id == bindparam("batch_id"))
+
+
+def all_recorded(session: Session, batch_id: uuid.UUID) -> bool:
+    """Whether every image of the batch is recorded (False for a batch that is gone). Asked
+    after each recording, so a prebuilt Core query rather than loading the whole batch."""
+    return bool(session.connection().execute(_ALL_RECORDED, {"batch_id": batch_id}).scalar())
 
 
 def _unfinalised() -> ColumnElement[bool]:

@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import Table, Update, bindparam, func, select, union_all, update
 from sqlalchemy.orm import Session
 
 from pixelbatch.db import batch_lifecycle, fair_share
@@ -144,6 +144,7 @@ def _claim_planned(
             lease_until=now + timedelta(seconds=lease_seconds),
             attempts=Image.attempts + 1,
         )
+        .execution_options(synchronize_session=False)
     )
     batch_lifecycle.mark_started(session, {r.batch_id for r in rows}, now)
     levels = {contender.batch_id: contender.level for contender, _ in planned}
@@ -189,6 +190,7 @@ def renew_leases(session: Session, *, owner: str, ids: Iterable[int], lease_seco
             Image.status == ImageStatus.PROCESSING,
         )
         .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -222,6 +224,22 @@ def still_held(session: Session, image_id: int, owner: str) -> bool:
     return held is not None
 
 
+def held_of(session: Session, ids: Iterable[int], owner: str) -> set[int]:
+    """Which of ``ids`` ``owner`` still holds (``still_held`` for many images in one query)."""
+    id_list = list(ids)
+    if not id_list:
+        return set()
+    return set(
+        session.scalars(
+            select(Image.id).where(
+                Image.id.in_(id_list),
+                Image.status == ImageStatus.PROCESSING,
+                Image.lease_owner == owner,
+            )
+        )
+    )
+
+
 def cancelled_or_gone(session: Session, image_id: int) -> bool:
     """Whether the image will never be recorded as done: cancelled, or deleted with its
     batch. (An image another worker took over is neither: its output key is shared.)"""
@@ -242,6 +260,51 @@ def lease_owners(session: Session, batch_id: uuid.UUID | None = None) -> list[st
     return [owner for owner in session.scalars(query) if owner is not None]
 
 
+@dataclass(frozen=True)
+class _RecordStatements:
+    finish: Update  # the image itself, if its lease is still ours
+    copies: Update  # the pending images of its batch that repeat its URL
+    count: Update  # the batch's counters
+
+
+# One set of prebuilt statements per shape of outcome (done, failed): built once, their
+# cache keys are memoised, and they run as plain Core, without the ORM's per-statement
+# work. Building the UPDATEs anew for each image, with its values inline, cost more CPU
+# than decoding and encoding a small image.
+_record_statements: dict[tuple[tuple[str, ...], tuple[str, ...]], _RecordStatements] = {}
+
+
+def _statements_for(columns: tuple[str, ...], totals: tuple[str, ...]) -> _RecordStatements:
+    key = (columns, totals)
+    built = _record_statements.get(key)
+    if built is not None:
+        return built
+    images = cast(Table, Image.__table__)
+    batches = cast(Table, Batch.__table__)
+    values = {name: bindparam(f"v_{name}", type_=images.c[name].type) for name in columns}
+    finished = bindparam("p_now", type_=images.c.finished_at.type)
+    built = _RecordStatements(
+        finish=update(images)
+        .where(
+            images.c.id == bindparam("p_image_id"),
+            images.c.status == ImageStatus.PROCESSING,
+            images.c.lease_owner == bindparam("p_owner"),
+        )
+        .values({**values, "lease_until": None, "finished_at": finished})
+        .returning(images.c.batch_id),
+        copies=update(images)
+        .where(
+            images.c.duplicate_of == bindparam("p_image_id"),
+            images.c.status == ImageStatus.PENDING,
+        )
+        .values({**values, "finished_at": finished}),
+        count=update(batches)
+        .where(batches.c.id == bindparam("p_batch_id"))
+        .values({name: batches.c[name] + bindparam(f"t_{name}") for name in totals}),
+    )
+    return _record_statements.setdefault(key, built)
+
+
 def _record(
     session: Session,
     image_id: int,
@@ -254,29 +317,18 @@ def _record(
     ``batch_totals`` (what one image adds to the batch's counters) once per image recorded.
     Returns how many images were recorded (it and its copies; the metrics count them): 0,
     and nothing changed, when the lease was lost."""
-    now = utcnow()
-    batch_id = session.execute(
-        update(Image)
-        .where(
-            Image.id == image_id,
-            Image.status == ImageStatus.PROCESSING,
-            Image.lease_owner == owner,
-        )
-        .values(**values, lease_until=None, finished_at=now)
-        .returning(Image.batch_id)
-    ).scalar_one_or_none()
+    statements = _statements_for(tuple(values), tuple(batch_totals))
+    params = {f"v_{name}": value for name, value in values.items()}
+    params.update(p_image_id=image_id, p_owner=owner, p_now=utcnow())
+    connection = session.connection()
+    batch_id = connection.execute(statements.finish, params).scalar_one_or_none()
     if batch_id is None:
         return 0
-    copies = session.execute(
-        update(Image)
-        .where(Image.duplicate_of == image_id, Image.status == ImageStatus.PENDING)
-        .values(**values, finished_at=now)
-    ).rowcount  # type: ignore[attr-defined]
+    copies = connection.execute(statements.copies, params).rowcount
     count = 1 + int(copies)
-    session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id)
-        .values({name: getattr(Batch, name) + each * count for name, each in batch_totals.items()})
+    connection.execute(
+        statements.count,
+        {"p_batch_id": batch_id, **{f"t_{n}": each * count for n, each in batch_totals.items()}},
     )
     return count
 

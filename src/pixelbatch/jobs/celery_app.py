@@ -170,6 +170,7 @@ def work() -> int:
             state.runner,
             threads=settings.fetch_concurrency,
             on_done=state.leases.release,
+            still_wanted=state.leases.wanted,
         )
     except BaseException:
         # The chunk failed (database or broker down, time limit): what it did not record goes

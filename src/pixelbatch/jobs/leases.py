@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from pixelbatch.db import images
-from pixelbatch.db.engine import transaction
+from pixelbatch.db.engine import reading, transaction
 from pixelbatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# How old the keeper's answer to "is this image still wanted?" may be. A cancel is seen by
+# in-flight images within this long (they stop at their next stage boundary); anything that
+# slips through is caught by the recording, which removes what it stored.
+WANTED_FRESHNESS = 0.5
 
 
 class LeaseKeeper:
@@ -27,6 +35,10 @@ class LeaseKeeper:
         self.runtime = runtime
         self.owner = owner
         self._ids: set[int] = set()
+        # Held images found cancelled, deleted or taken over by the last check.
+        self._lost: set[int] = set()
+        self._checked_at = float("-inf")
+        self._check_lock = threading.Lock()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -48,6 +60,35 @@ class LeaseKeeper:
     def release(self, image_id: int) -> None:
         with self._lock:
             self._ids.discard(image_id)
+            self._lost.discard(image_id)
+
+    def wanted(self, image_id: int) -> bool:
+        """Whether a held image is still wanted: its batch not cancelled or deleted, its lease
+        not taken over. Asked by every image at each stage boundary, so it is answered for
+        all held images at once, by one query at most every ``WANTED_FRESHNESS`` seconds:
+        one query per image per boundary cost small images more CPU than their transform."""
+        if time.monotonic() - self._checked_at >= WANTED_FRESHNESS:
+            self._check()
+        with self._lock:
+            return image_id not in self._lost
+
+    def _check(self) -> None:
+        with self._check_lock:
+            started = time.monotonic()
+            if started - self._checked_at < WANTED_FRESHNESS:
+                return  # another thread checked while this one waited
+            with self._lock:
+                ids = list(self._ids)
+            try:
+                with reading(self.runtime.sessions) as session:
+                    held = images.held_of(session, ids, self.owner)
+            except SQLAlchemyError:  # the database decides at record time; keep working
+                log.warning("could not check %d images are still wanted", len(ids), exc_info=True)
+            else:
+                with self._lock:
+                    # Only images still held: one recorded meanwhile is not "lost".
+                    self._lost.update(i for i in ids if i not in held and i in self._ids)
+            self._checked_at = started
 
     def give_back(self, ids: Iterable[int]) -> int:
         """Stop renewing these leases and hand the images not yet recorded back to the queue
@@ -57,6 +98,7 @@ class LeaseKeeper:
         id_list = list(ids)
         with self._lock:
             self._ids.difference_update(id_list)
+            self._lost.difference_update(id_list)
         try:
             with transaction(self.runtime.sessions) as session:
                 released = images.release_leases(session, self.owner, id_list)

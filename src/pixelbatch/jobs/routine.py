@@ -17,9 +17,8 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelbatch.db import images
+from pixelbatch.db import batch_lifecycle, images
 from pixelbatch.db.engine import reading, transaction
-from pixelbatch.db.models import Batch
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.fetch import Fetcher
 from pixelbatch.fetch.urls import loggable_url
@@ -197,10 +196,7 @@ def record(
                 "was cancelled or deleted" if unwanted else "was recorded by another worker",
             )
             return False
-        batch = session.get(Batch, outcome.batch_id)
-        completed = (
-            batch is not None and batch.images_done + batch.images_failed >= batch.images_total
-        )
+        completed = batch_lifecycle.all_recorded(session, outcome.batch_id)
     _count(outcome, recorded, host_classes or {})
     _log_finished(outcome)
     return completed
@@ -269,12 +265,20 @@ def _log_finished(outcome: Outcome) -> None:
 
 
 def handle_image(
-    runtime: Runtime, item: images.ClaimedImage, owner: str, runner: TransformRunner
+    runtime: Runtime,
+    item: images.ClaimedImage,
+    owner: str,
+    runner: TransformRunner,
+    still_wanted: Callable[[int], bool] | None = None,
 ) -> bool:
     """Process one leased image; returns True if it was its batch's last and this call
-    finalised the batch."""
+    finalised the batch. ``still_wanted(image_id)`` answers at each stage boundary (the
+    dispatchers pass their ``LeaseKeeper.wanted``, one query for all their images); without
+    it each boundary asks the database about this image."""
 
     def wanted() -> bool:
+        if still_wanted is not None:
+            return still_wanted(item.id)
         try:
             with reading(runtime.sessions) as session:
                 return images.still_held(session, item.id, owner)
@@ -300,13 +304,14 @@ def process_chunk(
     runner: TransformRunner,
     threads: int,
     on_done: Callable[[int], None] | None = None,
+    still_wanted: Callable[[int], bool] | None = None,
 ) -> int:
     """Process a chunk with its downloads overlapped: while one image decodes, others fetch.
     Returns how many batches this chunk finalised."""
 
     def one(item: images.ClaimedImage) -> bool:
         try:
-            return handle_image(runtime, item, owner, runner)
+            return handle_image(runtime, item, owner, runner, still_wanted)
         finally:
             if on_done is not None:
                 on_done(item.id)

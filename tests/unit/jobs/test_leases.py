@@ -4,18 +4,18 @@ nobody renews runs out and the image goes to another worker."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from pixelbatch.db import images
+from pixelbatch.db import batch_lifecycle, images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Image, utcnow
-from pixelbatch.jobs.leases import LeaseKeeper
+from pixelbatch.jobs.leases import WANTED_FRESHNESS, LeaseKeeper
 from pixelbatch.runtime import Runtime
 from tests.unit.db.factories import new_batch, success
 from tests.unit.jobs.helpers import RuntimeFactory, claim_all, wait_for
@@ -152,3 +152,53 @@ def test_renewals_that_fail_are_retried_within_a_second(
     assert calls[2] - started < 7.5, [round(c - started, 2) for c in calls]
     assert calls[2] - calls[1] < 2.0
     assert _remaining(_leases(runtime)[item.id][1]) > 5
+
+
+def test_wanted_answers_for_every_held_image_from_one_query_and_sees_a_cancel(
+    runtime: Runtime,
+) -> None:
+    batch_id = new_batch(runtime.sessions, 12)
+    items = claim_all(runtime, "keeper", limit=12)
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold(item.id for item in items)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", seen)
+    try:
+        # Every image asks at each of its stage boundaries: one query answers them all.
+        assert all(keeper.wanted(item.id) for item in items for _boundary in range(3))
+        assert len([s for s in statements if "FROM images" in s]) == 1
+
+        with transaction(runtime.sessions) as session:
+            assert batch_lifecycle.cancel_batch(session, batch_id)
+        # The cancel is seen once the answer is older than its freshness, by every image.
+        time.sleep(WANTED_FRESHNESS)
+        assert not any(keeper.wanted(item.id) for item in items)
+        assert len([s for s in statements if "FROM images" in s]) == 2
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", seen)
+
+
+def test_an_image_taken_over_by_another_worker_is_no_longer_wanted(runtime: Runtime) -> None:
+    new_batch(runtime.sessions, 2)
+    mine, still_mine = claim_all(runtime, "keeper", lease_seconds=0.01)
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold([mine.id, still_mine.id])
+    time.sleep(0.05)  # our leases ran out (no renewal): another worker leases both
+    with transaction(runtime.sessions) as session:
+        session.execute(
+            update(Image)
+            .where(Image.id == still_mine.id)
+            .values(lease_owner="keeper", lease_until=utcnow() + timedelta(seconds=60))
+        )
+    [taken] = claim_all(runtime, "other")
+
+    assert taken.id == mine.id
+    assert not keeper.wanted(mine.id)
+    assert keeper.wanted(still_mine.id)
+    # Released (recorded or handed back): no longer tracked either way.
+    keeper.release(mine.id)
+    assert keeper.wanted(mine.id)
