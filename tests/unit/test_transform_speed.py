@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from pixelbatch.transform import TransformOptions, estimate_jpeg_quality, transform
+from pixelbatch.transform import colour as colour_mod
 from pixelbatch.transform import quality as quality_mod
 from pixelbatch.transform.srgb import is_srgb
 
@@ -74,7 +75,7 @@ def test_srgb_tagged_jpeg_skips_colour_conversion(monkeypatch: pytest.MonkeyPatc
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("an sRGB source went through LittleCMS")
 
-    monkeypatch.setattr(ImageCms, "profileToProfile", forbidden)
+    monkeypatch.setattr(ImageCms, "applyTransform", forbidden)
     tagged = transform(_photo_jpeg(SRGB), TransformOptions())
     # Same pixels in, no conversion: the very same output as the untagged source.
     assert tagged.data == untagged.data
@@ -88,16 +89,28 @@ def test_srgb_tagged_jpeg_skips_colour_conversion(monkeypatch: pytest.MonkeyPatc
 def test_non_srgb_profile_is_still_converted(make_profile: Callable[[], bytes]) -> None:
     profile = make_profile()
     calls: list[int] = []
-    real = ImageCms.profileToProfile
+    real = ImageCms.applyTransform
 
     def counting(*args: object, **kwargs: object) -> object:
         calls.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ImageCms, "profileToProfile", counting)
+        mp.setattr(ImageCms, "applyTransform", counting)
         transform(_photo_jpeg(profile), TransformOptions())
-    assert calls == [1]
+        transform(_photo_jpeg(profile), TransformOptions())
+    assert calls == [1, 1]
+
+
+def test_a_profile_seen_again_reuses_its_transform() -> None:
+    """Building a LittleCMS transform costs ~2 ms: a catalog's photos share few profiles."""
+    profile = _with_gamma_22()
+    first = transform(_photo_jpeg(profile), TransformOptions())
+    built = colour_mod._transform_to_srgb.cache_info()
+    again = transform(_photo_jpeg(profile), TransformOptions())
+    after = colour_mod._transform_to_srgb.cache_info()
+    assert again.data == first.data
+    assert after.hits == built.hits + 1 and after.misses == built.misses
 
 
 def _search(luma: list[int], chroma: list[int] | None) -> int:

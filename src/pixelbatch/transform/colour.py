@@ -6,6 +6,7 @@ converted once here, where the profile is still known, rather than left to each 
 
 from __future__ import annotations
 
+import functools
 from io import BytesIO
 from typing import Final
 
@@ -49,25 +50,31 @@ def to_srgb(im: Image.Image) -> Image.Image:
 
 def _apply_icc(im: Image.Image, icc: bytes) -> Image.Image | None:
     """Convert through the embedded profile; None if the profile is unusable."""
+    out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+    # Same mode in and out (RGB photos, the common case): convert in place, so a 24 MP
+    # photo does not need a second 72 MB buffer.
+    in_place = im.mode == out_mode
     try:
-        source = ImageCms.ImageCmsProfile(BytesIO(icc))
-        out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
-        # Same mode in and out (RGB photos, the common case): convert in place, so a 24 MP
-        # photo does not need a second 72 MB buffer.
-        in_place = im.mode == out_mode
-        result = ImageCms.profileToProfile(
-            im,
-            source,
-            _SRGB_PROFILE,
-            renderingIntent=ImageCms.Intent.PERCEPTUAL,
-            outputMode=out_mode,
-            inPlace=in_place,
-        )
+        transform = _transform_to_srgb(icc, im.mode, out_mode)
+        result = ImageCms.applyTransform(im, transform, inPlace=in_place)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         # A broken or mismatched profile (e.g. a grey profile on RGB data) is common in
         # the wild; the pixels are still usable, so treat them as sRGB already.
         return None
     return im if in_place else result
+
+
+@functools.lru_cache(maxsize=32)
+def _transform_to_srgb(icc: bytes, in_mode: str, out_mode: str) -> ImageCms.ImageCmsTransform:
+    """Built once per profile: a catalog's photos share a handful of camera and editor
+    profiles, and building a transform costs about 2 ms, a tenth of converting 1 MP."""
+    return ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(BytesIO(icc)),
+        _SRGB_PROFILE,
+        in_mode,
+        out_mode,
+        renderingIntent=ImageCms.Intent.PERCEPTUAL,
+    )
 
 
 def _high_depth_to_l(im: Image.Image) -> Image.Image:
