@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     fetch_retries: int = Field(3, ge=0)
     fetch_backoff_base: float = Field(0.5, ge=0)
     fetch_backoff_max: float = Field(30.0, ge=0)
-    fetch_concurrency: int = Field(16, ge=1)
+    # Downloads mostly wait on the network: with 16 threads, 640 px images spent 3/4 of a
+    # thread's time waiting and left both cores part idle (186 vs 244 images/s at 32).
+    fetch_concurrency: int = Field(32, ge=1)
     fetch_per_host: int = Field(6, ge=1)
     user_agent: str = Field(
         "pixelbatch/0.1 (+https://github.com/pixelbatch/pixelbatch)", min_length=1
