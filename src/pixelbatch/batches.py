@@ -17,6 +17,7 @@ from pixelbatch.db.batch_reads import ErrorCount, ImageRow
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch, BatchStatus, ImageStatus, Priority, WebhookDelivery
 from pixelbatch.errors import Conflict, NotFound
+from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.jobs.removal import remove_batch
 from pixelbatch.runtime import Runtime
@@ -100,15 +101,24 @@ def list_images(
         )
 
 
-def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch:
+def cancel_batch(
+    runtime: Runtime,
+    batch_id: uuid.UUID,
+    *,
+    tenant: str,
+    dispatcher: Dispatcher | None = None,
+) -> Batch:
     """Cancel, then finalise at once: the output CSV (done images with their URLs, the rest
     ``CANCELLED``) and the ``CANCELLED`` webhook. Images in flight are abandoned at their next
-    stage boundary and can no longer be recorded, so the CSV is final. Should this finaliser
-    lose the race or fail, the workers' recovery pass (``finalize_ready_batches``) does it."""
+    stage boundary (``dispatcher`` is told) and can no longer be recorded, so the CSV is
+    final. Should this finaliser lose the race or fail, the workers' recovery pass
+    (``finalize_ready_batches``) does it."""
     with transaction(runtime.sessions) as session:
         _owned(session, batch_id, tenant)
         if not batch_lifecycle.cancel_batch(session, batch_id):
             raise Conflict("only a pending or processing batch can be cancelled")
+    if dispatcher is not None:
+        dispatcher.stopped(batch_id)
     log.info(
         "batch %s cancelled",
         batch_id,
@@ -121,7 +131,13 @@ def cancel_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch
     return get_batch(runtime, batch_id, tenant=tenant)
 
 
-def delete_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str | None) -> int:
+def delete_batch(
+    runtime: Runtime,
+    batch_id: uuid.UUID,
+    *,
+    tenant: str | None,
+    dispatcher: Dispatcher | None = None,
+) -> int:
     """Delete a batch, its rows and its stored files, cancelling it first if it runs;
     returns how many stored objects went. ``tenant`` None is the operator (the CLI): any
     batch. Afterwards the id answers ``NotFound`` like one that never existed."""
@@ -131,7 +147,7 @@ def delete_batch(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str | None) -
                 raise NotFound(f"no batch with request id {batch_id}")
         else:
             _owned(session, batch_id, tenant)
-    return remove_batch(runtime, batch_id)
+    return remove_batch(runtime, batch_id, dispatcher)
 
 
 def retry_failed(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> tuple[Batch, int]:

@@ -67,6 +67,8 @@ def test_batch_end_to_end(
             "images_done": 7,
             "images_failed": 5,
             "images_pending": 0,
+            "images_kept_original": 1,
+            "images_grew": 0,
         }
         assert status["progress"] == 1.0
 

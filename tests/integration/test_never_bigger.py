@@ -57,8 +57,9 @@ def served(tmp_path: Path, files: ImageServer) -> Iterator[support.ServerProcess
 
 def _run(
     client: httpx.Client, body: bytes, **options: str
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
-    """Upload, wait, and return the listing by file name and the output CSV's rows."""
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]], dict[str, Any]]:
+    """Upload, wait, and return the listing by file name, the output CSV's rows and the
+    final status."""
     response = client.post(
         "/api/upload", files={"file": ("catalog.csv", body, "text/csv")}, data=options
     )
@@ -69,7 +70,7 @@ def _run(
     page = client.get(f"/api/batches/{request_id}/images", params={"limit": 100}).json()
     by_name = {i["input_url"].rsplit("/", 1)[1]: i for i in page["items"]}
     text = client.get(f"/api/batches/{request_id}/output.csv").text
-    return by_name, list(csv.DictReader(io.StringIO(text)))
+    return by_name, list(csv.DictReader(io.StringIO(text))), status
 
 
 def test_a_png_that_cannot_shrink_is_kept_and_a_format_change_reports_growth(
@@ -78,8 +79,10 @@ def test_a_png_that_cannot_shrink_is_kept_and_a_format_change_reports_growth(
     u = files.base_url
     body = support.csv_bytes([["1", "Tight", f"{u}/tight.png"], ["2", "Photo", f"{u}/photo.jpg"]])
     with served.client() as client:
-        listing, rows = _run(client, body)
+        listing, rows, status = _run(client, body)
         tight, photo = listing["tight.png"], listing["photo.jpg"]
+        counts = status["counts"]
+        assert (counts["images_kept_original"], counts["images_grew"]) == (1, 0)
         assert tight["kept_original"] is True and tight["grew"] is False
         assert tight["bytes_in"] == len(TIGHT_PNG)
         assert tight["bytes_out"] < tight["bytes_in"]  # its text and EXIF went
@@ -105,8 +108,13 @@ def test_a_png_that_cannot_shrink_is_kept_and_a_format_change_reports_growth(
         assert by_serial["2"]["Output Notes"] == ""
 
         body = support.csv_bytes([["1", "Photo as PNG", f"{u}/photo.jpg"]])
-        listing, rows = _run(client, body, output_format="png")
+        listing, rows, status = _run(client, body, output_format="png")
         grown = listing["photo.jpg"]
+        counts = status["counts"]
+        assert (counts["images_kept_original"], counts["images_grew"]) == (0, 1)
+        metrics = client.get("/metrics").text
+        assert 'pixelbatch_images_not_smaller_total{outcome="kept_original"} 1.0' in metrics
+        assert 'pixelbatch_images_not_smaller_total{outcome="grew"} 1.0' in metrics
         assert grown["kept_original"] is False and grown["grew"] is True
         assert grown["bytes_out"] > grown["bytes_in"] == len(PHOTO)
         assert client.get(grown["output_url"]).headers["content-type"] == "image/png"

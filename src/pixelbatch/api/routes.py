@@ -64,6 +64,8 @@ def _counts(batch: Batch) -> schemas.Counts:
         images_done=batch.images_done,
         images_failed=batch.images_failed,
         images_pending=max(0, batch.images_total - batch.images_done - batch.images_failed),
+        images_kept_original=batch.images_kept_original,
+        images_grew=batch.images_grew,
     )
 
 
@@ -269,7 +271,10 @@ def list_images(
 )
 def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> schemas.BatchSummary:
     runtime = runtime_of(request)
-    return _summary(request, batches.cancel_batch(runtime, request_id, tenant=who.tenant))
+    stopped = batches.cancel_batch(
+        runtime, request_id, tenant=who.tenant, dispatcher=_dispatcher(request)
+    )
+    return _summary(request, stopped)
 
 
 @router.delete(
@@ -280,7 +285,9 @@ def cancel(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> sc
     summary="Delete a batch with its stored files (a running one is cancelled first)",
 )
 def delete(request: Request, request_id: uuid.UUID, who: CurrentPrincipal) -> Response:
-    batches.delete_batch(runtime_of(request), request_id, tenant=who.tenant)
+    batches.delete_batch(
+        runtime_of(request), request_id, tenant=who.tenant, dispatcher=_dispatcher(request)
+    )
     return Response(status_code=204)
 
 

@@ -29,6 +29,16 @@ class Counts(BaseModel):
     images_done: int
     images_failed: int
     images_pending: int
+    images_kept_original: int = Field(
+        0,
+        description="Done images stored as their own source, metadata stripped: re-encoding"
+        " them was not smaller",
+    )
+    images_grew: int = Field(
+        0,
+        description="Done images bigger than their source: only a format or size change that"
+        " was asked for does that",
+    )
 
 
 class ErrorSummary(BaseModel):

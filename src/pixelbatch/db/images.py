@@ -12,12 +12,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, Update, bindparam, func, select, union_all, update
+from sqlalchemy import func, select, union_all, update
 from sqlalchemy.orm import Session
 
-from pixelbatch.db import batch_lifecycle, fair_share
+from pixelbatch.db import batch_lifecycle, fair_share, recording
 from pixelbatch.db.models import (
     ACTIVE_BATCH_STATES,
     Batch,
@@ -58,6 +58,11 @@ class ImageSuccess:
     duration_ms: float
     # The source itself was stored, metadata stripped: a re-encode was not smaller.
     kept_original: bool = False
+
+    @property
+    def grew(self) -> bool:
+        """Bigger than the source: only an asked-for format or size change does that."""
+        return self.bytes_out > self.bytes_in
 
 
 def claim_images(
@@ -260,83 +265,10 @@ def lease_owners(session: Session, batch_id: uuid.UUID | None = None) -> list[st
     return [owner for owner in session.scalars(query) if owner is not None]
 
 
-@dataclass(frozen=True)
-class _RecordStatements:
-    finish: Update  # the image itself, if its lease is still ours
-    copies: Update  # the pending images of its batch that repeat its URL
-    count: Update  # the batch's counters
-
-
-# One set of prebuilt statements per shape of outcome (done, failed): built once, their
-# cache keys are memoised, and they run as plain Core, without the ORM's per-statement
-# work. Building the UPDATEs anew for each image, with its values inline, cost more CPU
-# than decoding and encoding a small image.
-_record_statements: dict[tuple[tuple[str, ...], tuple[str, ...]], _RecordStatements] = {}
-
-
-def _statements_for(columns: tuple[str, ...], totals: tuple[str, ...]) -> _RecordStatements:
-    key = (columns, totals)
-    built = _record_statements.get(key)
-    if built is not None:
-        return built
-    images = cast(Table, Image.__table__)
-    batches = cast(Table, Batch.__table__)
-    values = {name: bindparam(f"v_{name}", type_=images.c[name].type) for name in columns}
-    finished = bindparam("p_now", type_=images.c.finished_at.type)
-    built = _RecordStatements(
-        finish=update(images)
-        .where(
-            images.c.id == bindparam("p_image_id"),
-            images.c.status == ImageStatus.PROCESSING,
-            images.c.lease_owner == bindparam("p_owner"),
-        )
-        .values({**values, "lease_until": None, "finished_at": finished})
-        .returning(images.c.batch_id),
-        copies=update(images)
-        .where(
-            images.c.duplicate_of == bindparam("p_image_id"),
-            images.c.status == ImageStatus.PENDING,
-        )
-        .values({**values, "finished_at": finished}),
-        count=update(batches)
-        .where(batches.c.id == bindparam("p_batch_id"))
-        .values({name: batches.c[name] + bindparam(f"t_{name}") for name in totals}),
-    )
-    return _record_statements.setdefault(key, built)
-
-
-def _record(
-    session: Session,
-    image_id: int,
-    owner: str,
-    values: dict[str, Any],
-    batch_totals: dict[str, int],
-) -> int:
-    """Set an image's final values if we still hold its lease, copy them to the images of
-    the same batch that repeat its URL (fetched once, recorded for each), and add
-    ``batch_totals`` (what one image adds to the batch's counters) once per image recorded.
-    Returns how many images were recorded (it and its copies; the metrics count them): 0,
-    and nothing changed, when the lease was lost."""
-    statements = _statements_for(tuple(values), tuple(batch_totals))
-    params = {f"v_{name}": value for name, value in values.items()}
-    params.update(p_image_id=image_id, p_owner=owner, p_now=utcnow())
-    connection = session.connection()
-    batch_id = connection.execute(statements.finish, params).scalar_one_or_none()
-    if batch_id is None:
-        return 0
-    copies = connection.execute(statements.copies, params).rowcount
-    count = 1 + int(copies)
-    connection.execute(
-        statements.count,
-        {"p_batch_id": batch_id, **{f"t_{n}": each * count for n, each in batch_totals.items()}},
-    )
-    return count
-
-
 def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> int:
-    """Record a processed image once. How many images that recorded (``_record``); 0 when
+    """Record a processed image once. How many images that recorded (``recording.record``); 0 when
     the lease was lost to another worker."""
-    return _record(
+    return recording.record(
         session,
         image_id,
         owner,
@@ -356,14 +288,20 @@ def record_success(session: Session, image_id: int, owner: str, outcome: ImageSu
             "error_code": None,
             "error_message": None,
         },
-        {"images_done": 1, "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out},
+        {
+            "images_done": 1,
+            "bytes_in": outcome.bytes_in,
+            "bytes_out": outcome.bytes_out,
+            "images_kept_original": int(outcome.kept_original),
+            "images_grew": int(outcome.grew),
+        },
     )
 
 
 def record_failure(
     session: Session, image_id: int, owner: str, code: str, message: str, duration_ms: float
 ) -> int:
-    return _record(
+    return recording.record(
         session,
         image_id,
         owner,

@@ -185,6 +185,10 @@ class Batch(Base):
     images_total: Mapped[int] = mapped_column(Integer, default=0)
     images_done: Mapped[int] = mapped_column(Integer, default=0)
     images_failed: Mapped[int] = mapped_column(Integer, default=0)
+    # Done images that came out no smaller than their source: the source kept (a re-encode
+    # was not smaller), or grown by a format or size change that was asked for.
+    images_kept_original: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    images_grew: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
     output_key: Mapped[str | None] = mapped_column(String(255))

@@ -135,6 +135,10 @@ class CeleryDispatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    def stopped(self, batch_id: uuid.UUID) -> None:
+        """Nothing to tell: the workers are other processes, whose ``LeaseKeeper.wanted``
+        sees the cancel within ``WANTED_FRESHNESS`` (and the recording refuses it anyway)."""
+
     def new_work(self, images: int) -> None:
         ring(doorbells_for(images, self.settings))
 

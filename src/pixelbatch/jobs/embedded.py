@@ -78,6 +78,11 @@ class EmbeddedWorker:
         """Dispatcher interface: new images were committed."""
         self._wake.set()
 
+    def stopped(self, batch_id: uuid.UUID) -> None:
+        """Dispatcher interface: a batch was cancelled or deleted; its images held here stop
+        at their next stage boundary."""
+        self._leases.check_now()
+
     @property
     def inflight(self) -> int:
         return len(self._leases)

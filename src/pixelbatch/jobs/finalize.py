@@ -182,6 +182,8 @@ def _write_and_complete(
                 "images_total": batch.images_total,
                 "images_done": batch.images_done,
                 "images_failed": batch.images_failed,
+                "images_kept_original": batch.images_kept_original,
+                "images_grew": batch.images_grew,
             },
             "message": message,
         }

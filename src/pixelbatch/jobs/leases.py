@@ -72,10 +72,16 @@ class LeaseKeeper:
         with self._lock:
             return image_id not in self._lost
 
-    def _check(self) -> None:
+    def check_now(self) -> None:
+        """Ask the database now, not when the last answer is stale: a batch of this
+        process's was just cancelled or deleted, and none of its images may start another
+        download after the request that stopped it returns."""
+        self._check(force=True)
+
+    def _check(self, force: bool = False) -> None:
         with self._check_lock:
             started = time.monotonic()
-            if started - self._checked_at < WANTED_FRESHNESS:
+            if not force and started - self._checked_at < WANTED_FRESHNESS:
                 return  # another thread checked while this one waited
             with self._lock:
                 ids = list(self._ids)

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pixelbatch.db import batch_lifecycle, batch_removal
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import utcnow
+from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,18 @@ def storage_prefix(batch_id: uuid.UUID) -> str:
     return f"{batch_id}/"
 
 
-def remove_batch(runtime: Runtime, batch_id: uuid.UUID) -> int:
-    """Cancel the batch if it runs, remove its objects and rows; returns how many objects
-    were removed. Deleting a batch that is already gone removes nothing and is no error."""
+def remove_batch(
+    runtime: Runtime, batch_id: uuid.UUID, dispatcher: Dispatcher | None = None
+) -> int:
+    """Cancel the batch if it runs (and tell ``dispatcher``), remove its objects and rows;
+    returns how many objects were removed. Deleting a batch that is already gone removes
+    nothing and is no error."""
     with transaction(runtime.sessions) as session:
-        if batch_lifecycle.cancel_batch(session, batch_id):
-            log.info("batch %s cancelled to be deleted", batch_id)
+        cancelled = batch_lifecycle.cancel_batch(session, batch_id)
+    if cancelled:
+        log.info("batch %s cancelled to be deleted", batch_id)
+        if dispatcher is not None:
+            dispatcher.stopped(batch_id)
     removed = runtime.storage.delete_prefix(storage_prefix(batch_id))
     with transaction(runtime.sessions) as session:
         existed = batch_removal.delete_batch_rows(session, batch_id)

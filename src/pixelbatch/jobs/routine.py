@@ -212,6 +212,7 @@ def _count(outcome: Outcome, recorded: int, host_classes: dict[str, str]) -> Non
         stages=outcome.stages,
         failed_stage=outcome.failed_stage,
         host_class=host_class(outcome.url, host_classes) if outcome.failed_stage else "",
+        kept_original=success.kept_original if success is not None else False,
     )
 
 

@@ -24,6 +24,7 @@ class Instruments:
     images: Counter
     bytes_in: Counter
     bytes_out: Counter
+    not_smaller: Counter
     stages: Histogram
     download_failures: Counter
     batches: Counter
@@ -57,6 +58,13 @@ def _build(registry: CollectorRegistry) -> Instruments:
             "Time per stage of recorded images (queue: batch accepted to image leased)",
             ["stage"],
             buckets=STAGE_BUCKETS,
+            registry=registry,
+        ),
+        not_smaller=Counter(
+            "pixelbatch_images_not_smaller",
+            "Done images no smaller than their source: the source kept (kept_original) or"
+            " grown by an asked-for format or size change (grew)",
+            ["outcome"],
             registry=registry,
         ),
         download_failures=Counter(
@@ -127,6 +135,7 @@ def image_recorded(
     stages: dict[str, float] | None = None,
     failed_stage: str | None = None,
     host_class: str = "other",
+    kept_original: bool = False,
 ) -> None:
     """``count`` images were recorded with one outcome (an image and its duplicate URLs).
     Stage times are observed once per fetched image, not per duplicate: they are what the
@@ -138,6 +147,10 @@ def image_recorded(
         metrics.images.labels("done", "").inc(count)
         metrics.bytes_in.inc(bytes_in * count)
         metrics.bytes_out.inc(bytes_out * count)
+        if kept_original:
+            metrics.not_smaller.labels("kept_original").inc(count)
+        elif bytes_out > bytes_in:
+            metrics.not_smaller.labels("grew").inc(count)
     else:
         metrics.images.labels("failed", error_code).inc(count)
         if failed_stage == "download":

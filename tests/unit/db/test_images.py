@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -89,6 +90,23 @@ def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(
         a_images = s.scalars(select(Image).where(Image.url == "http://h/a")).all()
         assert {(i.status, i.output_key) for i in a_images} == {(ImageStatus.DONE, "out-a")}
         assert batch.bytes_in == 30
+
+
+def test_the_batch_counts_kept_originals_and_grown_outputs(
+    sessions: sessionmaker[Session],
+) -> None:
+    batch_id = new_batch(sessions, 4)
+    with transaction(sessions) as s:
+        kept, grown, smaller, failed = images.claim_images(s, owner="w", limit=4, lease_seconds=60)
+        images.record_success(s, kept.id, "w", replace(success(), bytes_out=9, kept_original=True))
+        images.record_success(s, grown.id, "w", replace(success(), bytes_out=11))
+        images.record_success(s, smaller.id, "w", success())
+        images.record_failure(s, failed.id, "w", "http_404", "gone", 1.0)
+    with transaction(sessions) as s:
+        batch = s.get_one(Batch, batch_id)
+        assert (batch.images_done, batch.images_failed) == (3, 1)
+        assert (batch.images_kept_original, batch.images_grew) == (1, 1)
+        assert (batch.bytes_in, batch.bytes_out) == (30, 25)
 
 
 def test_released_leases_are_claimable_again_at_once(sessions: sessionmaker[Session]) -> None:

@@ -105,6 +105,8 @@ def test_finalize_batch_writes_the_csv_and_queues_the_webhook_once(
         "images_total": 3,
         "images_done": 2,
         "images_failed": 1,
+        "images_kept_original": 1,
+        "images_grew": 0,
     }
     csv_path = runtime.storage.local_path(f"{batch_id}/output.csv")
     assert csv_path is not None

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from pixelbatch.db import batch_lifecycle, images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Image, utcnow
+from pixelbatch.jobs import leases as leases_mod
 from pixelbatch.jobs.leases import WANTED_FRESHNESS, LeaseKeeper
 from pixelbatch.runtime import Runtime
 from tests.unit.db.factories import new_batch, success
@@ -202,3 +203,21 @@ def test_an_image_taken_over_by_another_worker_is_no_longer_wanted(runtime: Runt
     # Released (recorded or handed back): no longer tracked either way.
     keeper.release(mine.id)
     assert keeper.wanted(mine.id)
+
+
+def test_check_now_sees_a_cancel_without_waiting_for_the_answer_to_go_stale(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(leases_mod, "WANTED_FRESHNESS", 3600.0)  # answers never go stale
+    batch_id = new_batch(runtime.sessions, 3)
+    items = claim_all(runtime, "keeper")
+    keeper = LeaseKeeper(runtime, "keeper")
+    keeper.hold(item.id for item in items)
+    assert all(keeper.wanted(item.id) for item in items)  # a fresh answer, now cached
+    with transaction(runtime.sessions) as session:
+        assert batch_lifecycle.cancel_batch(session, batch_id)
+    assert all(keeper.wanted(item.id) for item in items)  # still the cached answer
+
+    keeper.check_now()  # what the embedded dispatcher does when told a batch stopped
+
+    assert not any(keeper.wanted(item.id) for item in items)
