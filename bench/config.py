@@ -115,9 +115,9 @@ def parse(argv: list[str] | None = None, description: str | None = None) -> Conf
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument(
         "--code",
-        choices=("worktree", "head"),
         default="worktree",
-        help="measure the working tree's src/ (default) or HEAD's, exported",
+        help="measure the working tree's src/ (default), or a commit's (head, or any git"
+        " revision: A/B runs of a change), exported",
     )
     a = p.parse_args(argv)
     cfg = Config(

@@ -81,7 +81,7 @@ def main() -> None:
         default="jpeg",
         help="corpus: JPEG photos (the main table), 640 px products, or the mixed one",
     )
-    p.add_argument("--code", choices=("worktree", "head"), default="worktree")
+    p.add_argument("--code", default="worktree", help="worktree, head or a git revision")
     p.add_argument("--hosts", type=int, default=4, help="image hosts (suppliers), as bench.run")
     a = p.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(procs.python()).parent / "py-spy")

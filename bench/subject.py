@@ -39,19 +39,25 @@ def machine_info() -> dict[str, Any]:
 
 
 def use_code(cfg: Config) -> str:
-    """Which pixelbatch to measure. ``head``: HEAD's src/ exported to the cache and put first
-    on PYTHONPATH for every process (this one, the pools, the servers and workers), so
-    uncommitted edits under src/ cannot change the figures halfway through a run."""
+    """Which pixelbatch to measure. ``head`` (or any git revision, for the "before" of an
+    A/B run): that commit's src/ exported to the cache and put first on PYTHONPATH for every
+    process (this one, the pools, the servers and workers), so uncommitted edits under src/
+    cannot change the figures halfway through a run."""
     if cfg.code == "worktree":
         return f"worktree ({procs.ROOT / 'src'})"
+    revision = "HEAD" if cfg.code == "head" else cfg.code
     sha = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=procs.ROOT, capture_output=True, text=True, check=True
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        cwd=procs.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     target = CACHE / f"code-{sha[:12]}"
     if not (target / "src" / "pixelbatch").is_dir():
         target.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(
-            ["git", "archive", "HEAD", "src"], cwd=procs.ROOT, capture_output=True, check=True
+            ["git", "archive", sha, "src"], cwd=procs.ROOT, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     src = str(target / "src")
@@ -61,4 +67,4 @@ def use_code(cfg: Config) -> str:
     sys.path.insert(0, src)
     for name in [m for m in sys.modules if m == "pixelbatch" or m.startswith("pixelbatch.")]:
         del sys.modules[name]
-    return f"HEAD {sha[:12]} ({src})"
+    return f"{cfg.code} {sha[:12]} ({src})"
