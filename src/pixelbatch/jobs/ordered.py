@@ -11,6 +11,7 @@ shared the slots fairly between tenants and batches).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import queue
@@ -66,26 +67,36 @@ class PriorityExecutor:
 
 class PriorityGate:
     """At most ``slots`` calls at a time; a freed slot goes to the highest waiting level,
-    first come first served within it."""
+    first come first served within it.
+
+    A freed slot is handed to that one waiter directly (its own event), not announced to
+    all: with 32 download threads queued for 2 transform slots, waking every waiter at
+    each release to let one through took a tenth of the API process's CPU."""
 
     def __init__(self, slots: int) -> None:
         self._free = slots
-        self._cond = threading.Condition()
-        self._waiting: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[int, int, threading.Event]] = []  # a heap: best first
         self._seq = itertools.count()
 
     def run(self, level: int, call: Callable[[], T]) -> T:
-        ticket = (-level, next(self._seq))
-        with self._cond:
-            self._waiting.append(ticket)
-            while not (self._free > 0 and min(self._waiting) == ticket):
-                self._cond.wait()
-            self._waiting.remove(ticket)
-            self._free -= 1
-            self._cond.notify_all()  # the next in line may take another free slot
+        granted: threading.Event | None = None
+        with self._lock:
+            if self._free > 0:
+                self._free -= 1  # a free slot means nobody waits: a release hands over
+            else:
+                granted = threading.Event()
+                heapq.heappush(self._waiting, (-level, next(self._seq), granted))
+        if granted is not None:
+            granted.wait()
         try:
             return call()
         finally:
-            with self._cond:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                heapq.heappop(self._waiting)[2].set()  # the slot passes on, still taken
+            else:
                 self._free += 1
-                self._cond.notify_all()
