@@ -1,7 +1,7 @@
 """images.kept_original: the stored output is the source, metadata stripped losslessly
 
 Revision ID: 0007_kept_original
-Revises: 0006_batch_priority
+Revises: 0006_output_urls_expiry
 Create Date: 2026-11-30 13:30:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_kept_original"
-down_revision: str | None = "0006_batch_priority"
+down_revision: str | None = "0006_output_urls_expiry"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """batch priority, and the highest priority an API key may ask for
 
-Revision ID: 0006_batch_priority
-Revises: 0005_output_urls_expiry
+Revision ID: 0005_batch_priority
+Revises: 0004_batch_request_details
 Create Date: 2026-11-30 12:30:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_batch_priority"
-down_revision: str | None = "0005_output_urls_expiry"
+revision: str = "0005_batch_priority"
+down_revision: str | None = "0004_batch_request_details"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

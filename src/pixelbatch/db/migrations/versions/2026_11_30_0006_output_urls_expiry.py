@@ -1,7 +1,7 @@
 """output URLs expiry: when the presigned URLs written into a batch's output CSV stop working
 
-Revision ID: 0005_output_urls_expiry
-Revises: 0004_batch_request_details
+Revision ID: 0006_output_urls_expiry
+Revises: 0005_batch_priority
 Create Date: 2026-11-30 12:45:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_output_urls_expiry"
-down_revision: str | None = "0004_batch_request_details"
+revision: str = "0006_output_urls_expiry"
+down_revision: str | None = "0005_batch_priority"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
