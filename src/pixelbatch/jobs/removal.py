@@ -16,7 +16,7 @@ import uuid
 from datetime import timedelta
 
 from pixelbatch.db import batch_lifecycle, batch_removal
-from pixelbatch.db.engine import transaction
+from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import utcnow
 from pixelbatch.jobs.dispatch import Dispatcher
 from pixelbatch.runtime import Runtime
@@ -54,14 +54,22 @@ def remove_batch(
 
 def remove_expired(runtime: Runtime, limit: int = RETENTION_CHUNK) -> list[uuid.UUID]:
     """Delete up to ``limit`` batches that finished more than ``PIXELBATCH_RETENTION_DAYS``
-    ago (nothing when retention is off); returns their ids."""
+    ago (nothing when retention is off); returns the ids of those deleted."""
     days = runtime.settings.retention_days
     if days is None:
         return []
-    with transaction(runtime.sessions) as session:
+    with reading(runtime.sessions) as session:
         expired = batch_removal.expired_batches(session, utcnow() - timedelta(days=days), limit)
+    removed = []
     for batch_id in expired:
-        remove_batch(runtime, batch_id)
-    if expired:
-        log.info("retention: deleted %d batches finished over %s days ago", len(expired), days)
-    return expired
+        # One batch whose objects cannot be removed now (the store is down, a permission is
+        # missing) must not stop the others: it is first again on the next pass.
+        try:
+            remove_batch(runtime, batch_id)
+        except Exception:
+            log.exception("retention: could not delete batch %s; retrying later", batch_id)
+            continue
+        removed.append(batch_id)
+    if removed:
+        log.info("retention: deleted %d batches finished over %s days ago", len(removed), days)
+    return removed

@@ -14,7 +14,7 @@ from pixelbatch import batches
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, Image, Product, WebhookDelivery, utcnow
 from pixelbatch.demo.server import ImageServer
-from pixelbatch.errors import InvalidInput, NotFound
+from pixelbatch.errors import InvalidInput, NotFound, PixelbatchError
 from pixelbatch.jobs import finalize, routine
 from pixelbatch.jobs.removal import remove_batch, remove_expired
 from pixelbatch.jobs.transform_pool import inline_runner
@@ -131,6 +131,31 @@ def test_retention_deletes_only_finished_batches_older_than_its_days(
     assert _row_counts(runtime, recent)[0] == 1 and _row_counts(runtime, running)[0] == 1
     assert remove_expired(runtime) == []
     assert remove_expired(make_runtime()) == []  # off by default
+
+
+def test_retention_goes_past_a_batch_whose_objects_cannot_be_removed(
+    make_runtime: RuntimeFactory, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = make_runtime(retention_days=7)
+    stuck, other = _finished_batch(runtime, image_server), _finished_batch(runtime, image_server)
+    with transaction(runtime.sessions) as session:
+        session.execute(
+            update(Batch)
+            .where(Batch.id.in_([stuck, other]))
+            .values(finished_at=utcnow() - timedelta(days=8))
+        )
+    real_delete_prefix = runtime.storage.delete_prefix
+
+    def failing_for_stuck(prefix: str) -> int:
+        if prefix.startswith(str(stuck)):
+            raise PixelbatchError("the store refused", code="storage_error")
+        return real_delete_prefix(prefix)
+
+    monkeypatch.setattr(runtime.storage, "delete_prefix", failing_for_stuck)
+    assert remove_expired(runtime) == [other]
+    assert _row_counts(runtime, other)[0] == 0 and _row_counts(runtime, stuck)[0] == 1
+    monkeypatch.setattr(runtime.storage, "delete_prefix", real_delete_prefix)
+    assert remove_expired(runtime) == [stuck]  # taken again once the store answers
 
 
 def test_delete_prefix_stays_inside_its_prefix(runtime: Runtime) -> None:
