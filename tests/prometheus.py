@@ -171,9 +171,11 @@ class Prometheus:
         return {t["scrapeUrl"]: t["health"] for t in self._targets()}
 
     def wait_until(self, expr: str, predicate: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        """The query's result once ``predicate`` holds; fails the test if it never does."""
         deadline = time.monotonic() + timeout
         result = self.query(expr)
-        while not predicate(result) and time.monotonic() < deadline:
+        while not predicate(result):
+            assert time.monotonic() < deadline, f"{expr} never met its condition: {result}"
             time.sleep(SCRAPE_SECONDS)
             result = self.query(expr)
         return result

@@ -131,31 +131,21 @@ def test_images_and_batches_are_paged_and_filtered(
     assert w.foreign_requests(server.base_url) == []
 
 
-def test_the_priority_control_follows_what_the_api_takes(
+def test_the_priority_chosen_on_the_page_is_the_batch_s(
     browser: Browser, server: support.ServerProcess, images: ImageServer, tmp_path: Path
 ) -> None:
-    """The upload refuses unknown fields, so the page offers a priority only when this
-    server's upload form has one (read from its OpenAPI document) and sends it then."""
-    with server.client() as client:
-        upload_schema = client.get("/openapi.json").json()["components"]["schemas"]
-    takes_priority = any(
-        "priority" in schema.get("properties", {}) and "file" in schema.get("properties", {})
-        for schema in upload_schema.values()
-    )
+    """The page sends the priority picked (the default, normal, is the API's too) and the
+    batch view shows the priority the API recorded."""
     w = watch(browser)
     w.page.goto(server.base_url + "/")
     control = w.page.get_by_label("Priority")
     expect(control).to_have_value("normal")
     csv_path = tmp_path / "one.csv"
     csv_path.write_bytes(support.csv_bytes([["1", "Chair", f"{images.base_url}/good-1.jpg"]]))
-    if takes_priority:
-        control.select_option("high")
-        upload_through_page(w, csv_path)
-        expect(w.page.locator("#stat-priority")).to_have_text("high")
-    else:
-        expect(control).to_be_disabled()
-        expect(w.page.locator("#priority-hint")).to_contain_text("does not take a priority")
-        upload_through_page(w, csv_path)
-        expect(w.page.locator("#stat-priority-box")).to_be_hidden()
+    control.select_option("high")
+    batch_id = upload_through_page(w, csv_path)
+    expect(w.page.locator("#stat-priority")).to_have_text("high")
+    with server.client() as client:
+        assert client.get(f"/api/status/{batch_id}").json()["priority"] == "high"
     expect(w.page.locator("#stat-status")).to_have_text("COMPLETED", timeout=60_000)
     assert w.errors == [] and w.dialogs == []

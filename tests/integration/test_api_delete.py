@@ -165,7 +165,11 @@ def test_delete_of_a_running_batch_cancels_it_and_leaves_no_object(tmp_path: Pat
                 answer = client.delete(f"/api/batches/{running}")
                 assert answer.status_code == 204, answer.text
                 requests_at_delete = len(slow.requests)
-                time.sleep(3)  # the downloads in flight end, and their images are dropped
+                # The downloads in flight end and their images are dropped; one that started
+                # after the delete would keep the count of images worked on above zero.
+                while _busy(client) > 0:
+                    assert time.monotonic() < deadline + 30, "images still worked on"
+                    time.sleep(0.1)
                 _assert_gone(client, running, f"{running}/0000002-01.jpg")
                 log = server.log_path.read_text()
         finally:
@@ -174,6 +178,14 @@ def test_delete_of_a_running_batch_cancels_it_and_leaves_no_object(tmp_path: Pat
     assert not (data_dir / "outputs" / running).exists(), _stored(data_dir, running)
     assert set(_rows(data_dir, running).values()) == {0}
     assert "Traceback" not in log, log[-3000:]
+
+
+def _busy(client: httpx.Client) -> float:
+    """Images the embedded server is working on now (its ``pixelbatch_worker_busy`` gauge)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("pixelbatch_worker_busy "):
+            return float(line.split()[1])
+    raise AssertionError("no pixelbatch_worker_busy in /metrics")
 
 
 def _cli(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -69,19 +69,6 @@ def _page(request: Request, name: str, csp: str, context: dict[str, object]) -> 
     return response
 
 
-def upload_fields(app: FastAPI) -> set[str]:
-    """The form fields ``POST /api/upload`` accepts, read from the app's own OpenAPI
-    document: the page offers a control only when the API takes its field (it refuses
-    unknown fields), whichever order the API and the page gained them in."""
-    spec = app.openapi()
-    content = spec["paths"]["/api/upload"]["post"]["requestBody"]["content"]
-    schema = next(iter(content.values()))["schema"]
-    ref = schema.get("$ref", "")
-    if ref.startswith("#/components/schemas/"):
-        schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
-    return set(schema.get("properties", {}))
-
-
 def store_origin(runtime: Runtime) -> str | None:
     """The origin output images are read from when an object store keeps them (presigned
     URLs, or a CDN in front): the page shows them from there, as a storefront would. None
@@ -106,7 +93,6 @@ def index(request: Request) -> HTMLResponse:
             "store_origin": origin or "",
             "version": __version__,
             "auth": settings.auth_enabled,
-            "has_priority": "priority" in upload_fields(request.app),
             "relative_quality": settings.default_relative_quality,
             "formats": [f.value for f in OutputFormat],
             "batch_states": [s.value for s in BatchStatus],

@@ -9,11 +9,11 @@ import uuid
 from typing import IO
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from pixelbatch.db import batch_lifecycle
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.models import BatchStatus, WebhookDelivery
+from pixelbatch.db.models import Batch, BatchStatus, WebhookDelivery, utcnow
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs.finalize import final_status, finalize_batch, finalize_ready_batches
 from pixelbatch.runtime import Runtime
@@ -198,7 +198,7 @@ def test_a_slow_finaliser_keeps_its_short_lease_and_a_dead_ones_is_taken_over(
 ) -> None:
     """The finaliser's lease is short (a dead finaliser's batch is taken over within
     seconds) and its heartbeat keeps it while the CSV takes several leases to store."""
-    runtime = make_runtime(finalize_lease_seconds=0.6)
+    runtime = make_runtime(finalize_lease_seconds=1.5)
     slow = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
     record_all(runtime)
     real_put = runtime.storage.put_file
@@ -206,7 +206,7 @@ def test_a_slow_finaliser_keeps_its_short_lease_and_a_dead_ones_is_taken_over(
 
     def slow_put(key: str, source: IO[bytes], content_type: str) -> StoredObject:
         if not probes:  # the first store only: the storage stays real, only slower
-            time.sleep(2.0)  # over three leases
+            time.sleep(4.0)  # over two leases
             probes.append(finalize_ready_batches(runtime))  # another worker's recovery pass
         return real_put(key, source, content_type)
 
@@ -216,7 +216,10 @@ def test_a_slow_finaliser_keeps_its_short_lease_and_a_dead_ones_is_taken_over(
 
     dead = upload(runtime, [["1", "Lamp", urls(image_server, "/b.jpg")]])
     record_all(runtime)
-    _claim_finalisation(runtime, dead, lease_seconds=0.6)  # claimed, then its holder died
+    _claim_finalisation(runtime, dead, lease_seconds=60)  # claimed, then its holder died
     assert finalize_ready_batches(runtime) == []
-    time.sleep(0.8)
+    with transaction(runtime.sessions) as session:  # ... and its lease ran out
+        session.execute(
+            update(Batch).where(Batch.id == dead).values(finalizer_lease_until=utcnow())
+        )
     assert finalize_ready_batches(runtime) == [dead]

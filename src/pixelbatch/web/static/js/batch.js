@@ -30,7 +30,6 @@ function render(status) {
   setText("batch-id", `request id ${status.request_id}`);
   setText("stat-status", status.status);
   $("stat-status").dataset.status = status.status;
-  // Shown once the API reports a batch's priority (servers without priorities do not).
   $("stat-priority-box").hidden = !status.priority;
   setText("stat-priority", status.priority || "");
   setText("stat-done", `${c.images_done} of ${c.images_total}`);

@@ -40,7 +40,7 @@ function formData(form) {
   if (webhook) data.append("webhook_url", webhook);
   // The API refuses unknown fields; "normal" is its default, so only a change is sent.
   const priority = $("priority");
-  if (!priority.disabled && priority.value !== "normal") data.append("priority", priority.value);
+  if (priority.value !== "normal") data.append("priority", priority.value);
   return data;
 }
 
