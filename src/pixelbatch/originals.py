@@ -18,15 +18,12 @@ from pixelbatch.db import batch_reads
 from pixelbatch.db.engine import reading
 from pixelbatch.errors import FetchError, NotFound, PixelbatchError
 from pixelbatch.runtime import Runtime
+from pixelbatch.transform.encode import CONTENT_TYPES
 from pixelbatch.transform.sniff import sniff
 
 # Formats a browser can show; anything else is refused rather than served as a download.
-MEDIA_TYPES = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-    "AVIF": "image/avif",
+# Every format we write, and two more a browser shows.
+MEDIA_TYPES = {name: media for name, (media, _) in CONTENT_TYPES.items()} | {
     "BMP": "image/bmp",
     "ICO": "image/x-icon",
 }

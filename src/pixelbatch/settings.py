@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from functools import cached_property
 from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -170,8 +171,9 @@ class Settings(BaseSettings):
         parse_classes(value)  # refuse a bad entry at start, naming it
         return value
 
-    @property
+    @cached_property
     def host_classes(self) -> dict[str, str]:
+        """Parsed once: every recorded image asks for it."""
         return parse_classes(self.metrics_host_classes)
 
     def view(self, cls: type[View], *, prefix: str = "", **names: str) -> View:

@@ -26,6 +26,7 @@ from pixelbatch.jobs.routine import handle_image
 from pixelbatch.jobs.transform_pool import TransformPool
 from pixelbatch.runtime import Runtime
 from pixelbatch.telemetry import instruments as metrics
+from pixelbatch.telemetry.multiproc import pid_alive
 from pixelbatch.transform import TransformOptions, TransformResult
 from pixelbatch.webhooks.delivery import deliver_due
 
@@ -208,15 +209,4 @@ def _owner_alive(owner: str) -> bool:
     match = _OWNER_RE.fullmatch(owner)
     if match is None:
         return _LEGACY_OWNER_RE.fullmatch(owner) is None
-    pid = int(match.group(1))
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    except OSError:
-        return False
-    return True
+    return pid_alive(int(match.group(1)))

@@ -137,20 +137,9 @@ class LeaseKeeper:
             )
 
     def _loop(self) -> None:
-        every = renewal_period(self.runtime.settings.lease_seconds)
-        wait = every
-        while not self._stop.wait(wait):
-            try:
-                self.renew()
-            except Exception as exc:
-                # The database is unreachable (an outage, a failover): retry soon, so that
-                # the leases are renewed as soon as it answers, before they run out if it can.
-                log.warning(
-                    "could not renew %d leases (%s); retrying", len(self), type(exc).__name__
-                )
-                wait = min(every, RETRY_AFTER_FAILURE)
-            else:
-                wait = every
+        # A failed renewal (the database in an outage, a failover) is retried within a
+        # second, so the leases are renewed as soon as it answers, before they run out.
+        beat_until(self._stop, renewal_period(self.runtime.settings.lease_seconds), self.renew)
 
 
 # How soon a failed renewal is tried again.
@@ -162,24 +151,29 @@ def renewal_period(lease_seconds: float) -> float:
     return max(0.1, lease_seconds / 3)
 
 
+def beat_until(stop: threading.Event, period: float, beat: Callable[[], object]) -> None:
+    """Call ``beat`` every ``period`` seconds until ``stop`` is set; a beat that fails is
+    logged and tried again after ``RETRY_AFTER_FAILURE`` (when that is sooner)."""
+    wait = period
+    while not stop.wait(wait):
+        try:
+            beat()
+        except Exception as exc:
+            log.warning(
+                "%s failed (%s); retrying", threading.current_thread().name, type(exc).__name__
+            )
+            wait = min(period, RETRY_AFTER_FAILURE)
+        else:
+            wait = period
+
+
 @contextmanager
 def heartbeat(period: float, beat: Callable[[], object], name: str) -> Iterator[None]:
     """Call ``beat`` every ``period`` seconds from a thread while the block runs: a lease
     held for work of unknown length (a large batch's output CSV) stays short for a dead
     holder and never runs out under a live one. A failed beat is logged and tried again."""
     stop = threading.Event()
-
-    def loop() -> None:
-        wait = period
-        while not stop.wait(wait):
-            try:
-                beat()
-                wait = period
-            except Exception as exc:
-                log.warning("%s: heartbeat failed (%s); retrying", name, type(exc).__name__)
-                wait = min(period, RETRY_AFTER_FAILURE)
-
-    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread = threading.Thread(target=beat_until, args=(stop, period, beat), name=name, daemon=True)
     thread.start()
     try:
         yield

@@ -212,7 +212,8 @@ def _count(outcome: Outcome, recorded: int, host_classes: dict[str, str]) -> Non
         stages=outcome.stages,
         failed_stage=outcome.failed_stage,
         host_class=host_class(outcome.url, host_classes) if outcome.failed_stage else "",
-        kept_original=success.kept_original if success is not None else False,
+        kept_original=success is not None and success.kept_original,
+        grew=success is not None and success.grew,
     )
 
 

@@ -136,6 +136,7 @@ def image_recorded(
     failed_stage: str | None = None,
     host_class: str = "other",
     kept_original: bool = False,
+    grew: bool = False,
 ) -> None:
     """``count`` images were recorded with one outcome (an image and its duplicate URLs).
     Stage times are observed once per fetched image, not per duplicate: they are what the
@@ -149,7 +150,7 @@ def image_recorded(
         metrics.bytes_out.inc(bytes_out * count)
         if kept_original:
             metrics.not_smaller.labels("kept_original").inc(count)
-        elif bytes_out > bytes_in:
+        elif grew:
             metrics.not_smaller.labels("grew").inc(count)
     else:
         metrics.images.labels("failed", error_code).inc(count)

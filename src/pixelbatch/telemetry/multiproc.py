@@ -54,11 +54,13 @@ def forget_dead_processes(directory: Path) -> None:
     without a word; their counters stay, so totals survive a recycled child."""
     for entry in directory.glob("gauge_live*.db"):
         match = _LIVE_FILE_RE.fullmatch(entry.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             mark_process_dead(int(match.group(1)), str(directory))  # type: ignore[no-untyped-call]
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs; one we may not signal (another user's)
+    or cannot tell about counts as alive: only a process known gone is taken for dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
