@@ -327,17 +327,6 @@ def test_dockerignore_keeps_local_state_out() -> None:
 # --------------------------------------------------------------------------- compose
 
 
-@pytest.fixture(scope="module")
-def compose_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
-    empty_env_file.write_text("")
-    result = _run_compose_config(COMPOSE_REQUIRED_ENV, empty_env_file)
-    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
-    config = yaml.safe_load(result.stdout)
-    assert isinstance(config, dict)
-    return config
-
-
 def test_compose_config_has_every_service(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     for name in (

@@ -16,10 +16,8 @@ import pytest
 import yaml
 
 from tests.deploy.test_deploy_files import (
-    COMPOSE_REQUIRED_ENV,
     ROOT,
     _k8s_object,
-    _run_compose_config,
     _volume_mounts,
 )
 from tests.prometheus import dashboard, executable
@@ -121,23 +119,15 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:
     assert prometheus["url"] == "http://prometheus:9090"
 
 
-@pytest.fixture(scope="module")
-def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    env_file = tmp_path_factory.mktemp("compose") / "empty.env"
-    env_file.write_text("")
-    result = _run_compose_config(COMPOSE_REQUIRED_ENV, env_file)
-    assert result.returncode == 0, result.stderr
-    config: dict[str, Any] = yaml.safe_load(result.stdout)
-    return config
-
-
 def _scrape_jobs(path: Path) -> dict[str, dict[str, Any]]:
     config = yaml.safe_load(path.read_text())
     return {job["job_name"]: job for job in config["scrape_configs"]}
 
 
-def test_compose_prometheus_scrapes_the_api_and_every_worker(compose: dict[str, Any]) -> None:
-    services = compose["services"]
+def test_compose_prometheus_scrapes_the_api_and_every_worker(
+    compose_config: dict[str, Any],
+) -> None:
+    services = compose_config["services"]
     jobs = _scrape_jobs(PROMETHEUS_DIR / "prometheus.yml")
     (api,) = jobs["pixelbatch-api"]["dns_sd_configs"]
     assert api["names"] == ["api"] and api["port"] == 8000
@@ -150,8 +140,8 @@ def test_compose_prometheus_scrapes_the_api_and_every_worker(compose: dict[str, 
     assert "PIXELBATCH_DATABASE_URL" in services["worker"]["environment"]
 
 
-def test_compose_mounts_the_monitoring_files(compose: dict[str, Any]) -> None:
-    services = compose["services"]
+def test_compose_mounts_the_monitoring_files(compose_config: dict[str, Any]) -> None:
+    services = compose_config["services"]
     prometheus = _volume_mounts(services["prometheus"])
     assert Path(prometheus["/etc/prometheus/prometheus.yml"]) == PROMETHEUS_DIR / "prometheus.yml"
     assert Path(prometheus["/etc/prometheus/alerts.yml"]) == PROMETHEUS_DIR / "alerts.yml"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from pixelbatch.demo.server import ImageServer
 from tests import support
 
 
@@ -145,3 +146,13 @@ def cluster(tmp_path: Path, cluster_env: dict[str, str]) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[ImageServer, support.WebhookSink]]:
+    """A webhook receiver that takes every delivery at once."""
+    server = ImageServer()
+    hook = support.WebhookSink(fail_first=0)
+    server.add("/hook", hook)
+    with server:
+        yield server, hook

@@ -45,15 +45,6 @@ def slow_photos() -> Iterator[ImageServer]:
         yield server
 
 
-@pytest.fixture
-def sink() -> Iterator[tuple[ImageServer, support.WebhookSink]]:
-    server = ImageServer()
-    hook = support.WebhookSink(fail_first=0)
-    server.add("/hook", hook)
-    with server:
-        yield server, hook
-
-
 def _catalog(server: ImageServer, products: int, offset: int = 0) -> bytes:
     rows = [
         [

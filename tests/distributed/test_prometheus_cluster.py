@@ -37,15 +37,6 @@ def photos() -> Iterator[ImageServer]:
         yield server
 
 
-@pytest.fixture
-def sink() -> Iterator[tuple[ImageServer, support.WebhookSink]]:
-    server = ImageServer()
-    hook = support.WebhookSink(fail_first=0)
-    server.add("/hook", hook)
-    with server:
-        yield server, hook
-
-
 def _catalog(photos: ImageServer) -> bytes:
     """Per product two photos and a third image: every fourth product a 404, every sixth
     the broken JPEG (a product both would be a 404), the rest nothing more."""
