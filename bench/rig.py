@@ -138,6 +138,8 @@ class Rig:
         env = {**self.base_env, "PIXELBATCH_DATA_DIR": str(self.workdir / f"{name}-data"), **extra}
         api = procs.Api(name, env, self.workdir)
         self.mem.add(f"{name} API (+ transform pool)", api.pid)
+        # Its own CPU apart from its transform processes': downloads, recording, claims.
+        self.ledger.apart[f"{name}_api"] = api.pid
         res = run_batch(api.base_url, warm.csv(self.server.bases, 3), self.cfg.status_hz)
         self.warm_batches.append((name, api.base_url, res["request_id"]))
         return api

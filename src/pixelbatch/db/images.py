@@ -265,7 +265,13 @@ def lease_owners(session: Session, batch_id: uuid.UUID | None = None) -> list[st
     return [owner for owner in session.scalars(query) if owner is not None]
 
 
-def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> int:
+def record_success(
+    session: Session,
+    image_id: int,
+    owner: str,
+    outcome: ImageSuccess,
+    owed: recording.BatchTotals | None = None,
+) -> int:
     """Record a processed image once. How many images that recorded (``recording.record``); 0 when
     the lease was lost to another worker."""
     return recording.record(
@@ -295,11 +301,18 @@ def record_success(session: Session, image_id: int, owner: str, outcome: ImageSu
             "images_kept_original": int(outcome.kept_original),
             "images_grew": int(outcome.grew),
         },
+        owed,
     )
 
 
 def record_failure(
-    session: Session, image_id: int, owner: str, code: str, message: str, duration_ms: float
+    session: Session,
+    image_id: int,
+    owner: str,
+    code: str,
+    message: str,
+    duration_ms: float,
+    owed: recording.BatchTotals | None = None,
 ) -> int:
     return recording.record(
         session,
@@ -312,6 +325,7 @@ def record_failure(
             "duration_ms": duration_ms,
         },
         {"images_failed": 1},
+        owed,
     )
 
 

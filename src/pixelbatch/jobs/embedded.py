@@ -1,7 +1,8 @@
 """The embedded dispatcher: leases images from the database and runs the routine in-process.
 
 Downloads run on a thread pool (they wait on the network), transforms on a process pool
-(they need the cores). The dispatcher keeps about twice as many images in flight as there are
+(they need the cores), recording on one thread that commits what finished together
+(``jobs.recorder``). The dispatcher keeps about twice as many images in flight as there are
 download threads, so a decode never waits for a download to start. Both pools take the
 highest-priority image waiting first (``jobs.ordered``).
 """
@@ -21,8 +22,9 @@ from pixelbatch.db.images import ClaimedImage, claim_images, lease_owners, relea
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.ordered import PriorityExecutor, PriorityGate
+from pixelbatch.jobs.recorder import GroupRecorder
 from pixelbatch.jobs.removal import remove_expired
-from pixelbatch.jobs.routine import handle_image
+from pixelbatch.jobs.routine import produce_image
 from pixelbatch.jobs.transform_pool import TransformPool
 from pixelbatch.runtime import Runtime
 from pixelbatch.telemetry import instruments as metrics
@@ -56,6 +58,7 @@ class EmbeddedWorker:
         # As many slots as pool children, so the pool's own (first come) queue stays empty.
         self._transform_slots = PriorityGate(settings.resolved_transform_workers)
         self._leases = LeaseKeeper(runtime, self.owner)
+        self._recorder = GroupRecorder(runtime, self.owner, self._leases, self._room_made)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -63,6 +66,7 @@ class EmbeddedWorker:
     def start(self) -> None:
         self._reclaim_dead_leases()
         self._leases.start()
+        self._recorder.start()
         for target, name in (
             (self._dispatch_loop, "pixelbatch-dispatch"),
             (self._maintenance_loop, "pixelbatch-maintenance"),
@@ -95,6 +99,7 @@ class EmbeddedWorker:
         for thread in self._threads:
             thread.join(timeout=30)
         self._downloads.shutdown()
+        self._recorder.stop()  # what the downloads finished is recorded before leases go
         self._transforms.shutdown()
         self._leases.stop()
         self._release_leases()
@@ -161,22 +166,27 @@ class EmbeddedWorker:
         return len(items)
 
     def _run_one(self, item: ClaimedImage) -> None:
+        """Produce one image on this download thread; the recorder records it, with others
+        finished about the same time, and releases its lease."""
+
         def transform(data: bytes, options: TransformOptions) -> TransformResult:
             return self._transform_slots.run(
                 item.priority, functools.partial(self._transforms, data, options)
             )
 
         try:
-            handle_image(self.runtime, item, self.owner, transform, self._leases.wanted)
-        except Exception:
-            # Recording failed (database down?): hand the image back for another attempt;
-            # if the database cannot take even that, its lease runs out instead.
-            log.exception("could not record image %s; it will be retried", item.id)
+            outcome = produce_image(self.runtime, item, self.owner, transform, self._leases.wanted)
+        except Exception:  # a bug: produce turns every failure of the image into an outcome
+            log.exception("could not process image %s; it will be retried", item.id)
             self._leases.give_back([item.id])
-        finally:
-            self._leases.release(item.id)
-            if self.capacity - self.inflight >= self._claim_step:
-                self._wake.set()
+            self._room_made()
+            return
+        self._recorder.submit(outcome)
+
+    def _room_made(self) -> None:
+        """Images left the worker: claim more once a step's worth of room is free."""
+        if self.capacity - self.inflight >= self._claim_step:
+            self._wake.set()
 
     def _maintenance_loop(self) -> None:
         """Finish batches whose finaliser died (crash recovery); a server (not a one-batch

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelbatch.db import batch_lifecycle, images
+from pixelbatch.db import batch_lifecycle, images, recording
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.errors import PixelbatchError
 from pixelbatch.fetch import Fetcher
@@ -164,42 +164,78 @@ def record(
     storage: Storage | None = None,
     host_classes: dict[str, str] | None = None,
 ) -> bool:
-    """Record the outcome once; returns True when this recording completed its batch.
+    """Record the outcome once; returns True when this recording completed its batch."""
+    return bool(record_many(sessions, [outcome], owner, storage, host_classes))
+
+
+def record_many(
+    sessions: sessionmaker[Session],
+    outcomes: Sequence[Outcome],
+    owner: str,
+    storage: Storage | None = None,
+    host_classes: dict[str, str] | None = None,
+) -> list[uuid.UUID]:
+    """Record outcomes in one transaction, each once; returns the batches this recording
+    completed (each once, in the order first seen).
+
+    One transaction for many images spares each the cost of its own (on SQLite, the write
+    lock and a commit) and each batch's counters are updated once, not per image. All or
+    nothing: when it fails, none is recorded and the caller hands them all back.
 
     An abandoned outcome records nothing. A stored image whose recording finds it cancelled
     (the cancel came between the last boundary and the store) or deleted with its batch
     (after ``delete_prefix`` ran) is removed from ``storage``: nothing stays stored for an
     image that is not recorded as done. The metrics count an image here, after its recording
     committed: a re-leased image is counted by the worker whose recording won, never twice."""
-    if outcome.abandoned:
-        log.info("image %s abandoned: its batch was cancelled or its lease lost", outcome.image_id)
-        return False
+    recorded: list[tuple[Outcome, int]] = []
     with transaction(sessions) as session:
-        if outcome.success is not None:
-            recorded = images.record_success(session, outcome.image_id, owner, outcome.success)
-        else:
-            recorded = images.record_failure(
-                session,
-                outcome.image_id,
-                owner,
-                outcome.error_code or "error",
-                outcome.error_message or "failed",
-                outcome.duration_ms,
-            )
-        if not recorded:
-            unwanted = images.cancelled_or_gone(session, outcome.image_id)
-            if unwanted and outcome.success is not None and storage is not None:
-                _remove(storage, outcome.success.output_key)
-            log.info(
-                "image %s %s",
-                outcome.image_id,
-                "was cancelled or deleted" if unwanted else "was recorded by another worker",
-            )
-            return False
-        completed = batch_lifecycle.all_recorded(session, outcome.batch_id)
-    _count(outcome, recorded, host_classes or {})
-    _log_finished(outcome)
+        owed = recording.BatchTotals()
+        for outcome in outcomes:
+            if outcome.abandoned:
+                log.info(
+                    "image %s abandoned: its batch was cancelled or its lease lost",
+                    outcome.image_id,
+                )
+                continue
+            count = _record_one(session, outcome, owner, owed)
+            if count:
+                recorded.append((outcome, count))
+            else:
+                _not_recorded(session, outcome, storage)
+        owed.flush(session)
+        touched = dict.fromkeys(outcome.batch_id for outcome, _ in recorded)
+        completed = [b for b in touched if batch_lifecycle.all_recorded(session, b)]
+    for outcome, count in recorded:
+        _count(outcome, count, host_classes or {})
+        _log_finished(outcome)
     return completed
+
+
+def _record_one(session: Session, outcome: Outcome, owner: str, owed: recording.BatchTotals) -> int:
+    if outcome.success is not None:
+        return images.record_success(session, outcome.image_id, owner, outcome.success, owed)
+    return images.record_failure(
+        session,
+        outcome.image_id,
+        owner,
+        outcome.error_code or "error",
+        outcome.error_message or "failed",
+        outcome.duration_ms,
+        owed,
+    )
+
+
+def _not_recorded(session: Session, outcome: Outcome, storage: Storage | None) -> None:
+    """The image's lease was lost: to a cancel or delete (remove what it stored), or to
+    another worker (which records it; its output key is the same)."""
+    unwanted = images.cancelled_or_gone(session, outcome.image_id)
+    if unwanted and outcome.success is not None and storage is not None:
+        _remove(storage, outcome.success.output_key)
+    log.info(
+        "image %s %s",
+        outcome.image_id,
+        "was cancelled or deleted" if unwanted else "was recorded by another worker",
+    )
 
 
 def _count(outcome: Outcome, recorded: int, host_classes: dict[str, str]) -> None:
@@ -266,17 +302,17 @@ def _log_finished(outcome: Outcome) -> None:
     )
 
 
-def handle_image(
+def produce_image(
     runtime: Runtime,
     item: images.ClaimedImage,
     owner: str,
     runner: TransformRunner,
     still_wanted: Callable[[int], bool] | None = None,
-) -> bool:
-    """Process one leased image; returns True if it was its batch's last and this call
-    finalised the batch. ``still_wanted(image_id)`` answers at each stage boundary (the
-    dispatchers pass their ``LeaseKeeper.wanted``, one query for all their images); without
-    it each boundary asks the database about this image."""
+) -> Outcome:
+    """``produce`` with this process's fetcher and storage, counted as busy meanwhile.
+    ``still_wanted(image_id)`` answers at each stage boundary (the dispatchers pass their
+    ``LeaseKeeper.wanted``, one query for all their images); without it each boundary asks
+    the database about this image."""
 
     def wanted() -> bool:
         if still_wanted is not None:
@@ -290,9 +326,21 @@ def handle_image(
 
     metrics.busy(1)
     try:
-        outcome = produce(item, runtime.fetcher, runtime.storage, runner, wanted)
+        return produce(item, runtime.fetcher, runtime.storage, runner, wanted)
     finally:
         metrics.busy(-1)
+
+
+def handle_image(
+    runtime: Runtime,
+    item: images.ClaimedImage,
+    owner: str,
+    runner: TransformRunner,
+    still_wanted: Callable[[int], bool] | None = None,
+) -> bool:
+    """Process one leased image and record it on its own; returns True if it was its batch's
+    last and this call finalised the batch (``produce_image`` for ``still_wanted``)."""
+    outcome = produce_image(runtime, item, owner, runner, still_wanted)
     settings = runtime.settings
     return record(
         runtime.sessions, outcome, owner, runtime.storage, settings.host_classes

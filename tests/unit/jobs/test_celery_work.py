@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from pixelbatch.db import images
+from pixelbatch.db import images, recording
 from pixelbatch.db.models import Image
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs import celery_app
@@ -51,11 +51,17 @@ def test_a_failed_chunk_hands_back_what_it_did_not_record(
     real = images.record_success
     calls: list[int] = []
 
-    def flaky(session: Session, image_id: int, owner: str, outcome: images.ImageSuccess) -> int:
+    def flaky(
+        session: Session,
+        image_id: int,
+        owner: str,
+        outcome: images.ImageSuccess,
+        owed: recording.BatchTotals | None = None,
+    ) -> int:
         calls.append(image_id)
         if len(calls) == 1:
             raise OperationalError("UPDATE images", {}, Exception("database is down"))
-        return real(session, image_id, owner, outcome)
+        return real(session, image_id, owner, outcome, owed)
 
     monkeypatch.setattr(images, "record_success", flaky)
     batch_id = upload(

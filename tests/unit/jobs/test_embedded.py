@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from pixelbatch.db import images
+from pixelbatch.db import images, recording
 from pixelbatch.db.models import (
     BatchStatus,
     DeliveryStatus,
@@ -146,11 +146,17 @@ def test_an_image_it_could_not_record_goes_back_at_once_not_after_its_lease(
     real = images.record_success
     failures: list[int] = []
 
-    def flaky(session: Session, image_id: int, owner: str, outcome: images.ImageSuccess) -> int:
+    def flaky(
+        session: Session,
+        image_id: int,
+        owner: str,
+        outcome: images.ImageSuccess,
+        owed: recording.BatchTotals | None = None,
+    ) -> int:
         if not failures:
             failures.append(image_id)
             raise OperationalError("UPDATE images", {}, Exception("database is down"))
-        return real(session, image_id, owner, outcome)
+        return real(session, image_id, owner, outcome, owed)
 
     monkeypatch.setattr(images, "record_success", flaky)
     batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 import pytest
 from PIL import Image as PILImage
+from sqlalchemy import event
 
 from pixelbatch.db.models import BatchStatus, Image, ImageStatus
 from pixelbatch.demo.server import ImageServer
@@ -145,6 +147,62 @@ def test_record_refuses_a_worker_whose_lease_was_taken_over(
     assert image_statuses(runtime.sessions, batch_id) == {"PROCESSING": 1}
     assert batch_of(runtime.sessions, batch_id).images_done == 0
     assert routine.record(runtime.sessions, outcome, "alive") is True
+
+
+def test_record_many_records_a_group_in_one_transaction_with_each_batchs_counters_once(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner
+) -> None:
+    # Two batches; the first has a repeated URL (recorded for both rows), the second keeps
+    # an image outside the group, so only the first completes. One image's lease was taken
+    # over by another worker, one is abandoned: neither is recorded.
+    whole = upload(
+        runtime,
+        [
+            ["1", "Chair", urls(image_server, "/a.jpg", "/missing.jpg")],
+            ["2", "Chair again", urls(image_server, "/a.jpg")],
+        ],
+    )
+    partial = upload(runtime, [["1", "Lamp", urls(image_server, "/b.jpg", "/c.png", "/a.jpg")]])
+    items = claim_all(runtime, "w")
+    by_batch = {b: [i for i in items if i.batch_id == b] for b in (whole, partial)}
+    assert [len(v) for v in by_batch.values()] == [2, 3]  # the repeat is not claimed
+    lamp, lamp_png, lamp_later = by_batch[partial]
+    outcomes = [
+        routine.produce(item, runtime.fetcher, runtime.storage, runner)
+        for item in [*by_batch[whole], lamp, lamp_png]
+    ]
+    abandoned = replace(outcomes[2], abandoned=True)
+    with runtime.sessions() as session, session.begin():
+        taken = session.get(Image, lamp_png.id)
+        assert taken is not None
+        taken.lease_owner = "another worker"
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(runtime.engine, "commit", count)
+    try:
+        completed = routine.record_many(
+            runtime.sessions, [*outcomes[:2], abandoned, outcomes[3]], "w"
+        )
+    finally:
+        event.remove(runtime.engine, "commit", count)
+    assert completed == [whole]
+    assert len(commits) == 1
+    first = batch_of(runtime.sessions, whole)
+    assert (first.images_done, first.images_failed) == (2, 1)
+    assert outcomes[0].success is not None
+    assert first.bytes_in == 2 * outcomes[0].success.bytes_in
+    assert first.bytes_out == 2 * outcomes[0].success.bytes_out
+    second = batch_of(runtime.sessions, partial)
+    assert (second.images_done, second.images_failed) == (0, 0)
+    assert image_statuses(runtime.sessions, partial) == {"PROCESSING": 3}
+    # What is left records on its own, and then completes its batch.
+    rest = [replace(abandoned, abandoned=False)]
+    rest.append(routine.produce(lamp_later, runtime.fetcher, runtime.storage, runner))
+    assert routine.record_many(runtime.sessions, rest, "w") == []  # lamp_png still leased away
+    assert batch_of(runtime.sessions, partial).images_done == 2
 
 
 # --------------------------------------------------------------------------- handle_image

@@ -1,0 +1,116 @@
+"""Record the embedded worker's finished images on one thread, many per transaction.
+
+Each image recorded in its own transaction cost the API process about 0.6 ms of CPU (on
+SQLite: the write lock, a session, a commit, and the batch's counters and "all recorded?"
+query for each image) and, with 32 download threads, a queue on the write lock. One thread
+takes whatever has finished since its last commit and records it together
+(``routine.record_many``): on 640 px product images that is a group of several images per
+commit, and 0.25 ms each. Under a light load a group is one image, recorded at once: nothing
+waits to fill a group.
+
+An image stays leased (``LeaseKeeper``) until its group is committed, so a lease never runs
+out between its store and its recording. A batch completed by a group is finalised on a
+thread of its own: writing a large batch's output CSV takes seconds and must not hold up
+the recording of other batches' images.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from pixelbatch.jobs.finalize import finalize_batch
+from pixelbatch.jobs.leases import LeaseKeeper
+from pixelbatch.jobs.routine import Outcome, record_many
+from pixelbatch.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# At most this many images per transaction: a group's images wait for its commit, and the
+# saving per image is nearly all had by 8-16.
+MAX_GROUP = 64
+
+
+class GroupRecorder:
+    def __init__(
+        self,
+        runtime: Runtime,
+        owner: str,
+        leases: LeaseKeeper,
+        on_recorded: Callable[[], None],
+    ) -> None:
+        self.runtime = runtime
+        self.owner = owner
+        self._leases = leases
+        self._on_recorded = on_recorded
+        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._finaliser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelbatch-final")
+        self._thread = threading.Thread(target=self._loop, name="pixelbatch-recorder", daemon=True)
+
+    def start(self) -> GroupRecorder:
+        self._thread.start()
+        return self
+
+    def submit(self, outcome: Outcome) -> None:
+        self._queue.put(outcome)
+
+    def stop(self) -> None:
+        """Record everything submitted so far, then wait for the finalisations it started."""
+        self._queue.put(None)
+        self._thread.join()
+        self._finaliser.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            group, stopping = self._next_group()
+            if group:
+                self._record(group)
+
+    def _next_group(self) -> tuple[list[Outcome], bool]:
+        """Wait for one outcome, then take what else has finished (``MAX_GROUP`` at most);
+        True once ``stop`` was asked."""
+        group: list[Outcome] = []
+        outcome = self._queue.get()
+        while outcome is not None:
+            group.append(outcome)
+            if len(group) >= MAX_GROUP:
+                return group, False
+            try:
+                outcome = self._queue.get_nowait()
+            except queue.Empty:
+                return group, False
+        return group, True
+
+    def _record(self, group: list[Outcome]) -> None:
+        ids = [outcome.image_id for outcome in group]
+        try:
+            completed = record_many(
+                self.runtime.sessions,
+                group,
+                self.owner,
+                self.runtime.storage,
+                self.runtime.settings.host_classes,
+            )
+        except Exception:
+            # Recording failed (database down?): hand the images back for another attempt;
+            # if the database cannot take even that, their leases run out instead.
+            log.exception("could not record %d images; they will be retried", len(ids))
+            self._leases.give_back(ids)
+            completed = []
+        for image_id in ids:
+            self._leases.release(image_id)
+        for batch_id in completed:
+            self._finaliser.submit(self._finalise, batch_id)
+        self._on_recorded()
+
+    def _finalise(self, batch_id: uuid.UUID) -> None:
+        try:
+            finalize_batch(self.runtime, batch_id)
+        except Exception:
+            # The maintenance loop finds the batch ready and finalises it on its next pass.
+            log.exception("could not finalise batch %s; it will be retried", batch_id)

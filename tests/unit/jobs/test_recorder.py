@@ -1,0 +1,80 @@
+"""The embedded worker's recorder: what finished together is committed together, leases
+are kept until then, and a batch it completes is finalised."""
+
+from __future__ import annotations
+
+from sqlalchemy import event
+
+from pixelbatch.db.models import BatchStatus
+from pixelbatch.demo.server import ImageServer
+from pixelbatch.jobs import routine
+from pixelbatch.jobs.leases import LeaseKeeper
+from pixelbatch.jobs.recorder import GroupRecorder
+from pixelbatch.jobs.transform_pool import inline_runner
+from pixelbatch.runtime import Runtime
+from tests.unit.jobs.helpers import batch_of, claim_all, image_statuses, upload, urls, wait_for
+
+
+def test_outcomes_waiting_together_are_recorded_in_one_commit_then_the_batch_finalised(
+    runtime: Runtime, image_server: ImageServer
+) -> None:
+    batch_id = upload(
+        runtime,
+        [
+            ["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg")],
+            ["2", "Lamp", urls(image_server, "/c.png", "/missing.jpg")],
+            ["3", "Rug", urls(image_server, "/b.jpg?rug")],
+        ],
+    )
+    *together, last = claim_all(runtime, "w")
+    runner = inline_runner(runtime.settings.max_pixels)
+    leases = LeaseKeeper(runtime, "w")
+    leases.hold(item.id for item in [*together, last])
+    woken: list[int] = []
+    recorder = GroupRecorder(runtime, "w", leases, lambda: woken.append(len(leases)))
+    for item in together:  # all four are waiting when the recorder starts
+        recorder.submit(routine.produce(item, runtime.fetcher, runtime.storage, runner))
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(runtime.engine, "commit", count)
+    try:
+        recorder.start()
+        wait_for(lambda: bool(woken))
+    finally:
+        event.remove(runtime.engine, "commit", count)
+    assert len(commits) == 1
+    assert woken == [1]  # told once, the four leases released by then
+    assert image_statuses(runtime.sessions, batch_id) == {"DONE": 3, "FAILED": 1, "PROCESSING": 1}
+    assert batch_of(runtime.sessions, batch_id).status == BatchStatus.PROCESSING
+
+    recorder.submit(routine.produce(last, runtime.fetcher, runtime.storage, runner))
+    recorder.stop()  # records what was submitted, waits for the finalisation it started
+
+    batch = batch_of(runtime.sessions, batch_id)
+    assert batch.status == BatchStatus.COMPLETED_WITH_ERRORS
+    assert batch.output_key == f"{batch_id}/output.csv"
+    assert (batch.images_done, batch.images_failed) == (4, 1)
+    assert woken == [1, 0]
+
+
+def test_a_lone_outcome_is_recorded_at_once_without_waiting_for_company(
+    runtime: Runtime, image_server: ImageServer
+) -> None:
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg")]])
+    first, second = claim_all(runtime, "w")
+    runner = inline_runner(runtime.settings.max_pixels)
+    leases = LeaseKeeper(runtime, "w")
+    leases.hold([first.id, second.id])
+    recorded: list[int] = []
+    recorder = GroupRecorder(runtime, "w", leases, lambda: recorded.append(len(leases)))
+    recorder.start()
+    try:
+        recorder.submit(routine.produce(first, runtime.fetcher, runtime.storage, runner))
+        wait_for(lambda: recorded == [1])
+        assert image_statuses(runtime.sessions, batch_id) == {"DONE": 1, "PROCESSING": 1}
+        assert batch_of(runtime.sessions, batch_id).status == BatchStatus.PROCESSING
+    finally:
+        recorder.stop()
