@@ -103,6 +103,25 @@ class Fetcher:
                 exc.code,
             )
             raise
+        if log.isEnabledFor(logging.DEBUG):  # its arguments parse two URLs again: only if read
+            self._log_fetched(target, final, data, content_type, start, attempts)
+        return FetchResult(
+            data=data,
+            content_type=content_type,
+            final_url=str(final),
+            attempts=attempts,
+            elapsed=time.monotonic() - start,
+        )
+
+    @staticmethod
+    def _log_fetched(
+        target: httpx.URL,
+        final: httpx.URL,
+        data: bytes,
+        content_type: str | None,
+        start: float,
+        attempts: int,
+    ) -> None:
         log.debug(
             "GET %s: %d bytes (%s) in %.0f ms, %d attempt(s)%s",
             loggable_url(str(target)),
@@ -111,13 +130,6 @@ class Fetcher:
             (time.monotonic() - start) * 1000,
             attempts,
             "" if final == target else f", redirected to {loggable_url(str(final))}",
-        )
-        return FetchResult(
-            data=data,
-            content_type=content_type,
-            final_url=str(final),
-            attempts=attempts,
-            elapsed=time.monotonic() - start,
         )
 
     def post(self, url: str, content: bytes, headers: dict[str, str], timeout: float) -> int:
