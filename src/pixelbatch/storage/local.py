@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -26,21 +26,32 @@ class LocalStorage:
         return self.root / validate_key(key)
 
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        return self.put_file(key, io.BytesIO(data), content_type)
+        self._write(self._path(key), lambda fh: fh.write(data))
+        return StoredObject(key=key, size=len(data), content_type=content_type)
 
     def put_file(self, key: str, source: IO[bytes], content_type: str) -> StoredObject:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename so a reader never sees half a file and a re-run overwrites.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        self._write(path, lambda fh: shutil.copyfileobj(source, fh, 1024 * 1024))
+        return StoredObject(key=key, size=path.stat().st_size, content_type=content_type)
+
+    @staticmethod
+    def _write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+        """Write then rename, so a reader never sees half a file and a re-run overwrites.
+        The directory is made when missing (a batch's first file, or after
+        ``delete_prefix``), not made sure of before every file: a mkdir and a stat per
+        image, for a directory that is nearly always there."""
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                shutil.copyfileobj(source, fh, 1024 * 1024)
+                write(fh)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return StoredObject(key=key, size=path.stat().st_size, content_type=content_type)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

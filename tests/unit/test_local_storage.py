@@ -1,0 +1,33 @@
+"""Local-disk storage writes whole files only, makes a batch's directory when it is missing
+(its first file, or after the batch was removed) and leaves no temporary files behind."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from pixelbatch.storage.local import LocalStorage
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_a_put_makes_the_directory_it_needs_again_after_the_batch_was_removed(
+    tmp_path: Path,
+) -> None:
+    storage = LocalStorage(tmp_path / "outputs", "http://127.0.0.1:8000")
+    root = storage.root
+
+    stored = storage.put("b1/0000002-01.jpg", b"\xff\xd8first", "image/jpeg")
+    assert (stored.key, stored.size) == ("b1/0000002-01.jpg", 7)
+    storage.put("b1/0000002-01.jpg", b"\xff\xd8again!", "image/jpeg")  # overwrites
+    assert (root / "b1" / "0000002-01.jpg").read_bytes() == b"\xff\xd8again!"
+
+    assert storage.delete_prefix("b1/") == 1
+    assert not (root / "b1").exists()
+    storage.put("b1/0000003-01.jpg", b"late", "image/jpeg")
+    from_file = storage.put_file("b1/deep/output.csv", io.BytesIO(b"a,b\n"), "text/csv")
+
+    assert from_file.size == 4
+    assert _files(root) == ["b1/0000003-01.jpg", "b1/deep/output.csv"]
