@@ -19,12 +19,13 @@ import httpx
 import pytest
 
 from pixelbatch.errors import FetchError
-from pixelbatch.fetch import FetchConfig, Fetcher
+from pixelbatch.fetch import FetchConfig, Fetcher, network
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from tests.integration import fetch_servers as fs
 
 MAX_BYTES = 64 * 1024
+LARGE = os.urandom(3 << 20)  # a large photo's worth of bytes
 
 
 @pytest.fixture
@@ -58,6 +59,7 @@ def origin(canary: fs.TestServer) -> Iterator[fs.TestServer]:
     r["/to-ftp"] = fs.redirect("ftp://example.com/x")
     r["/hook"] = fs.status(201)
     r["/hook-moved"] = fs.redirect("/hook", 307)
+    r["/large"] = lambda h: h.reply(200, LARGE, "image/jpeg")
     server.prefix_routes["/chain/"] = fs.redirect_chain
     server.start()
     yield server
@@ -123,6 +125,31 @@ def test_fetches_image(fetcher: Fetcher, origin: fs.TestServer) -> None:
 def test_connections_are_reused(fetcher: Fetcher, origin: fs.TestServer) -> None:
     for _ in range(3):
         fetcher.fetch(origin.url("/image.png"))
+    assert origin.connections == 1
+
+
+def test_a_large_body_is_read_in_growing_reads_and_its_connection_is_still_reused(
+    make_fetcher: Factory, origin: fs.TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    real = network.DeadlineStream.read
+
+    def counted(
+        stream: network.DeadlineStream, max_bytes: int, timeout: float | None = None
+    ) -> bytes:
+        data = real(stream, max_bytes, timeout)
+        sizes.append(len(data))
+        return data
+
+    monkeypatch.setattr(network.DeadlineStream, "read", counted)
+    fetcher = make_fetcher(fetch_max_bytes=8 << 20)
+
+    assert fetcher.fetch(origin.url("/large")).data == LARGE
+    # httpcore asks for 64 KiB a read: at least 48 of them for 3 MiB.
+    assert len(sizes) < len(LARGE) // (64 * 1024)
+    assert max(sizes) > 64 * 1024
+    # Every byte was counted: the connection is clean and serves the next download.
+    assert fetcher.fetch(origin.url("/image.png")).data == fs.IMAGE
     assert origin.connections == 1
 
 
