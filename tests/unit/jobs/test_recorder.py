@@ -60,7 +60,7 @@ def test_outcomes_waiting_together_are_recorded_in_one_commit_then_the_batch_fin
     assert woken == [1, 0]
 
 
-def test_a_lone_outcome_is_recorded_at_once_without_waiting_for_company(
+def test_a_lone_outcome_is_recorded_when_its_group_window_closes(
     runtime: Runtime, image_server: ImageServer
 ) -> None:
     batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg")]])
