@@ -6,6 +6,7 @@ import ssl
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import httpcore
 import httpx
 import pytest
 
@@ -41,7 +42,7 @@ def test_retry_after_in_the_past_is_now() -> None:
     ("status", "retryable"), [(404, False), (403, False), (429, True), (500, True), (503, True)]
 )
 def test_http_error_retries_throttling_and_server_errors(status: int, retryable: bool) -> None:
-    error = errors.http_error(URL, httpx.Response(status, headers={"Retry-After": "7"}))
+    error = errors.http_error(URL, status, "Whatever", "7")
     assert error.code == f"http_{status}"
     assert error.retryable is retryable
     assert error.retry_after == (7.0 if retryable else None)
@@ -49,7 +50,7 @@ def test_http_error_retries_throttling_and_server_errors(status: int, retryable:
 
 
 def test_http_error_message_names_status_reason_and_url() -> None:
-    error = errors.http_error(URL, httpx.Response(404))
+    error = errors.http_error(URL, 404, "Not Found", None)
     assert error.message == f"HTTP 404 Not Found from {URL}"
 
 
@@ -65,7 +66,7 @@ def test_too_large_names_the_declared_size_and_the_limit() -> None:
 
 
 def test_connection_error_is_retryable() -> None:
-    error = errors.connection_error(URL, httpx.ConnectError("refused"))
+    error = errors.connection_error(URL, httpcore.ConnectError("refused"))
     assert error.code == "connection_error" and error.retryable
     assert error.message == f"Could not download {URL}: refused"
 
@@ -77,8 +78,8 @@ def test_bad_certificate_anywhere_in_the_chain_is_final() -> None:
         try:
             raise cause
         except ssl.SSLError as exc:
-            raise httpx.ConnectError("TLS failed") from exc
-    except httpx.ConnectError as exc:
+            raise httpcore.ConnectError("TLS failed") from exc
+    except httpcore.ConnectError as exc:
         error = errors.connection_error(URL, exc)
     assert error.code == "tls_error" and not error.retryable
     assert "Hostname mismatch" in error.message

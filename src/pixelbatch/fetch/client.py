@@ -14,16 +14,16 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
+import httpcore
 import httpx
 
 from pixelbatch.errors import FetchError, InvalidInput
-from pixelbatch.fetch import errors
+from pixelbatch.fetch import errors, transport
 from pixelbatch.fetch.addresses import AddressPolicy
 from pixelbatch.fetch.config import FetchConfig
 from pixelbatch.fetch.decoding import BoundedDecoder
 from pixelbatch.fetch.network import finish_response, total_deadline
 from pixelbatch.fetch.retries import retry_policy
-from pixelbatch.fetch.transport import build_client, redirect_location
 from pixelbatch.fetch.urls import loggable_url, parse_http_url
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class Fetcher:
     def __init__(self, config: FetchConfig) -> None:
         self.config = config
         self.policy = AddressPolicy(config.allow, config.allowed_ports)
-        self._client = build_client(config, self.policy)
+        self._pool = transport.build_pool(config, self.policy)
+        self._download_headers = transport.download_headers(config)
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
 
@@ -65,7 +66,7 @@ class Fetcher:
         self.close()
 
     def close(self) -> None:
-        self._client.close()
+        self._pool.close()
 
     # ---- public calls
 
@@ -138,39 +139,36 @@ class Fetcher:
         Only ``headers`` and the client's User-Agent are sent: the image ``Accept`` the
         client uses for downloads is replaced (by ``*/*`` unless ``headers`` names one)."""
         target = self._parse(url)
-        sent = httpx.Headers({"Accept": "*/*"})
-        sent.update(headers)  # case-insensitive: a caller's "accept" replaces ours
-        limits = httpx.Timeout(
-            connect=min(self.config.connect_timeout, timeout),
-            read=timeout,
-            write=timeout,
-            pool=timeout,
-        )
+        connect = min(self.config.connect_timeout, timeout)
         try:
             with (
                 total_deadline(time.monotonic() + timeout),
-                self._client.stream(
-                    "POST", target, content=content, headers=sent, timeout=limits
+                self._pool.stream(
+                    "POST",
+                    transport.core_url(target),
+                    headers=transport.post_headers(self.config, headers),
+                    content=content,
+                    extensions=transport.timeouts(connect, timeout, timeout),
                 ) as response,
             ):
                 drained = 0
-                for chunk in response.iter_raw():  # a little, so keep-alive can work
+                for chunk in response.iter_stream():  # a little, so keep-alive can work
                     drained += len(chunk)
                     if drained > _POST_DRAIN_BYTES:
                         break  # unread body: httpcore closes the connection
                 else:
                     finish_response(response, drained)
-                return response.status_code
+                return response.status
         except FetchError as exc:
             raise errors.with_url(exc, target) from None
-        except httpx.TimeoutException:
+        except httpcore.TimeoutException:
             raise FetchError(
                 f"Timed out after {timeout:g}s posting to {target}",
                 code="timeout",
                 retryable=True,
                 details={"url": str(target)},
             ) from None
-        except httpx.HTTPError as exc:
+        except transport.TRANSPORT_ERRORS as exc:
             raise errors.connection_error(target, exc) from None
 
     # ---- helpers
@@ -213,44 +211,49 @@ class Fetcher:
             raise errors.timeout_error(url, deadline, cfg.total_timeout)
         try:
             left = max(0.001, deadline - time.monotonic())
-            timeout = httpx.Timeout(
-                connect=min(cfg.connect_timeout, left),
-                read=min(cfg.read_timeout, left),
-                write=min(cfg.read_timeout, left),
-                pool=left,
-            )
-            with self._client.stream("GET", url, timeout=timeout) as response:
-                status = response.status_code
-                location = redirect_location(response)
+            with self._pool.stream(
+                "GET",
+                transport.core_url(url),
+                headers=self._download_headers,
+                extensions=transport.timeouts(
+                    min(cfg.connect_timeout, left), min(cfg.read_timeout, left), left
+                ),
+            ) as response:
+                status = response.status
+                location = transport.header(response, b"location")
                 if status in _REDIRECT_STATUSES and location:
                     return self._redirect_target(url, location)
                 if not 200 <= status < 300:
-                    raise errors.http_error(url, response)
-                return self._read_body(url, response, deadline), response.headers.get(
-                    "content-type"
-                )
+                    raise errors.http_error(
+                        url,
+                        status,
+                        transport.reason_phrase(response),
+                        transport.header(response, b"retry-after"),
+                    )
+                data = self._read_body(url, response, deadline)
+                return data, transport.header(response, b"content-type")
         except FetchError as exc:
             if exc.code in _CONNECT_CODES:
                 raise errors.with_url(exc, url) from None
             raise
-        except httpx.TimeoutException:
+        except httpcore.TimeoutException:
             raise errors.timeout_error(url, deadline, cfg.total_timeout) from None
-        except httpx.HTTPError as exc:
+        except transport.TRANSPORT_ERRORS as exc:
             raise errors.connection_error(url, exc) from None
         finally:
             slot.release()
 
-    def _read_body(self, url: httpx.URL, response: httpx.Response, deadline: float) -> bytes:
+    def _read_body(self, url: httpx.URL, response: httpcore.Response, deadline: float) -> bytes:
         cfg = self.config
-        decoder = BoundedDecoder(response.headers.get("content-encoding"), str(url))
+        decoder = BoundedDecoder(transport.header(response, b"content-encoding"), str(url))
         # Compressed bodies may legitimately be a little larger than what they decode to.
         raw_cap = cfg.max_bytes if decoder.identity else cfg.max_bytes + cfg.max_bytes // 64 + 1024
-        declared = response.headers.get("content-length", "").strip()
+        declared = (transport.header(response, b"content-length") or "").strip()
         if declared.isdigit() and int(declared) > raw_cap:
             raise errors.too_large(url, cfg.max_bytes, int(declared))
         chunks: list[bytes] = []
         total = raw = 0
-        for chunk in response.iter_raw():
+        for chunk in response.iter_stream():
             raw += len(chunk)
             out = decoder.feed(chunk, cfg.max_bytes - total)
             if out is None or raw > raw_cap:

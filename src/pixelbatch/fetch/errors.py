@@ -1,8 +1,8 @@
 """What went wrong with a download, as the ``FetchError`` a caller and a user can act on.
 
 Every failure of the fetch package ends as one ``FetchError`` whose ``code`` is stable and
-whose ``retryable`` decides whether the retry policy tries again; nothing from httpx or
-httpcore escapes.
+whose ``retryable`` decides whether the retry policy tries again; nothing from httpcore
+escapes.
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def http_error(url: httpx.URL, response: httpx.Response) -> FetchError:
+def http_error(
+    url: httpx.URL, status: int, reason: str, retry_after_header: str | None
+) -> FetchError:
     """A non-2xx answer: 429 and 5xx are worth retrying, honouring their Retry-After."""
-    status = response.status_code
-    reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
     retryable = status == 429 or 500 <= status <= 599
-    retry_after = parse_retry_after(response.headers.get("retry-after")) if retryable else None
+    retry_after = parse_retry_after(retry_after_header) if retryable else None
     return FetchError(
         f"HTTP {status} {reason} from {url}".replace("  ", " "),
         code=f"http_{status}",

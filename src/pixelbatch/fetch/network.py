@@ -1,6 +1,6 @@
 """The socket layer of every download: the address guard at connect time and the deadline.
 
-The address check lives here, below httpx, because this is the only place that sees the
+The address check lives here, below httpcore, because this is the only place that sees the
 IP actually connected to: checking a URL's host name beforehand would be defeated by DNS
 rebinding and by redirects.
 """
@@ -17,7 +17,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpcore
-import httpx
 
 from pixelbatch.errors import FetchError
 from pixelbatch.fetch.addresses import AddressPolicy, IPAddress
@@ -140,7 +139,7 @@ class DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-def finish_response(response: httpx.Response, body_bytes: int) -> None:
+def finish_response(response: httpcore.Response, body_bytes: int) -> None:
     """Tell the connection how many body bytes ``response`` had (see finish_response)."""
     stream = response.extensions.get("network_stream")
     if isinstance(stream, DeadlineStream):
