@@ -50,9 +50,11 @@ test-fast: install ## In-process tests only (not e2e, not slow), in parallel: un
 	$(BIN)/pytest -m "not e2e and not slow" -n auto --dist loadgroup
 
 bench: install ## Benchmark against the codec floor and a naive tool (apt-installs photos once)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run
 
 bench-quick: install ## Smoke-size benchmark, a couple of minutes
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run --quick
 
 profile: install ## py-spy profile of one mode while a batch runs: make profile MODE=embedded

@@ -37,6 +37,8 @@ MODES = (
     "pillow",
     "small",
     "mixed",
+    # CPU per download: the Fetcher against urllib3 and libcurl (bench/download.py).
+    "download",
 )
 
 

@@ -223,6 +223,25 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- printing
 
 
+def print_downloads(tables: dict[str, Any]) -> None:
+    """CPU per download, ours against urllib3 and libcurl (bench/download.py)."""
+    for name, t in tables.items():
+        ms = t["cpu_ms_per_request"]
+        print(
+            f"download CPU per request, {name} table ({t.get('kb_per_request')} KB mean, "
+            f"{t['requests']} requests, medians): pixelbatch {ms.get('pixelbatch')} ms; "
+            + "; ".join(_download_cell(ms, c) for c in ("urllib3", "libcurl"))
+        )
+
+
+def _download_cell(ms: dict[str, float | None], client: str) -> str:
+    ours, theirs = ms.get("pixelbatch"), ms.get(client)
+    if theirs is None:
+        return f"{client} n/a (pip install '.[bench]')"
+    ratio = f" (ours {ours / theirs:.2f}x)" if ours else ""
+    return f"{client} {theirs:.3f} ms{ratio}"
+
+
 def print_sizes(res: dict[str, Any], labels: dict[str, str]) -> None:
     """Never a bigger file: bytes in -> out and kept originals per mode, all rounds."""
     shown = [(labels.get(m, m), r) for m, r in res.items() if r.get("bytes_in")]
@@ -338,6 +357,7 @@ def print_tail(report: dict[str, Any], path: Path) -> None:
             f"{v.get('cancel_attempts')} in {v.get('cancel_s')} s → "
             f"{v.get('status_after_cancel')}"
         )
+    print_downloads(report.get("download", {}))
     kill = report.get("kill_recovery")
     if kill:
         print(

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import codec, procs
+from bench import codec, download, procs
 from bench import corpus as corpus_mod
 from bench import floor as floor_mod
 from bench.config import CACHE, Config, log
@@ -85,6 +85,8 @@ def run(cfg: Config) -> dict[str, Any]:
             rig.report["kill_recovery"] = measure_kill_recovery(rig, rig.dist, rig.dist.api)
         if "large_csv" in cfg.modes:
             measure_large_csv(rig)
+        if "download" in cfg.modes:
+            measure_downloads(rig)
     finally:
         rig.close()
 
@@ -215,6 +217,23 @@ def measure_distributed_s3(rig: Rig, dist: Distributed, api: procs.Api, main: Wo
 
 def _batch(rig: Rig, mode: str, api_url: str, wl: Workload) -> dict[str, Any]:
     return rig.batch(mode, api_url, wl)
+
+
+def measure_downloads(rig: Rig) -> None:
+    """CPU per download of the main and the small table's files: pixelbatch's Fetcher,
+    urllib3 and libcurl, each in a process of its own, interleaved over the rounds."""
+    log(rig.cfg, "--- downloads")
+    tables = {"main": rig.corpus}
+    if rig.small is not None:
+        tables["small"] = rig.small
+    rig.report["download"] = {
+        name: download.measure(
+            workload(corpus, rig.total, f"dl-{name}").urls(rig.server.bases),
+            rig.base_env,
+            rig.cfg.rounds,
+        )
+        for name, corpus in tables.items()
+    }
 
 
 def measure_large_csv(rig: Rig) -> None:

@@ -121,3 +121,25 @@ def test_quick_codec_tables(tmp_path: Path) -> None:
     ):
         assert verdicts[target] in ("PASS", "MISS"), target
     bench_run.print_report(report, output)
+
+
+def test_quick_download_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """CPU per download of the Fetcher and the outside clients, from the same server; a
+    client that is not installed (libcurl without the bench extra) is reported n/a."""
+    output = tmp_path / "results.json"
+    argv = ["--quick", "--synthetic", "--modes", "download", "--products", "4"]
+    cfg = bench_run.parse([*argv, "--output", str(output)])
+    cfg.quiet = True
+    report = bench_run.run(cfg)
+
+    tables = report["download"]
+    assert set(tables) == {"main", "small"}
+    for table in tables.values():
+        ms = table["cpu_ms_per_request"]
+        assert table["requests"] == 12 and table["kb_per_request"] > 0
+        assert ms["pixelbatch"] > 0 and ms["urllib3"] > 0
+        assert ms["libcurl"] is None or ms["libcurl"] > 0
+    bench_run.print_report(report, output)
+    printed = capsys.readouterr().out
+    assert "download CPU per request, main table" in printed
+    assert f"pixelbatch {tables['small']['cpu_ms_per_request']['pixelbatch']} ms" in printed
