@@ -3,8 +3,9 @@
 ``PIXELBATCH_LOG_FORMAT=json`` makes every record a JSON line; the events an operator
 aggregates (an image finished, a batch finished) carry their fields under ``extra={"event":
 {...}}`` so they become top-level keys (batch_id, image_id, outcome, code, durations, bytes)
-instead of words to parse out of a message. Each download's own request line (httpx logs
-one per request at INFO) is DEBUG noise here: the finished-image line already says it all.
+instead of words to parse out of a message. An HTTP client's own line per request (httpx
+logs one at INFO; httpcore traces at DEBUG) is DEBUG noise here: the finished-image line
+already says it all.
 """
 
 from __future__ import annotations
