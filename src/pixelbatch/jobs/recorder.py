@@ -4,7 +4,7 @@ Each image recorded in its own transaction cost the API process about 0.6 ms of 
 SQLite: the write lock, a session, a commit, and the batch's counters and "all recorded?"
 query for each image) and, with 32 download threads, a queue on the write lock. One thread
 takes what finishes within ``GROUP_WINDOW`` of an image and records it together
-(``routine.record_many``): several images per commit, about 0.25 ms each.
+(``routine.record_group``): several images per commit, about 0.25 ms each.
 
 An image stays leased (``LeaseKeeper``) until its group is committed, so a lease never runs
 out between its store and its recording. A batch completed by a group is finalised on a
@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pixelbatch.jobs.finalize import finalize_batch
 from pixelbatch.jobs.leases import LeaseKeeper
-from pixelbatch.jobs.routine import Outcome, record_many
+from pixelbatch.jobs.recording import Outcome, record_group
 from pixelbatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -91,24 +91,25 @@ class GroupRecorder:
         return group, True
 
     def _record(self, group: list[Outcome]) -> None:
-        ids = [outcome.image_id for outcome in group]
-        try:
-            completed = record_many(
-                self.runtime.sessions,
-                group,
-                self.owner,
-                self.runtime.storage,
-                self.runtime.settings.host_classes,
-            )
-        except Exception:
+        recorded = record_group(
+            self.runtime.sessions,
+            group,
+            self.owner,
+            self.runtime.storage,
+            self.runtime.settings.host_classes,
+        )
+        if recorded.unrecorded:
             # Recording failed (database down?): hand the images back for another attempt;
             # if the database cannot take even that, their leases run out instead.
-            log.exception("could not record %d images; they will be retried", len(ids))
-            self._leases.give_back(ids)
-            completed = []
-        for image_id in ids:
-            self._leases.release(image_id)
-        for batch_id in completed:
+            log.error(
+                "could not record %d images; they will be retried",
+                len(recorded.unrecorded),
+                exc_info=recorded.error,
+            )
+            self._leases.give_back(outcome.image_id for outcome in recorded.unrecorded)
+        for outcome in group:
+            self._leases.release(outcome.image_id)
+        for batch_id in recorded.completed:
             self._finaliser.submit(self._finalise, batch_id)
         self._on_recorded()
 

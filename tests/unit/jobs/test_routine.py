@@ -10,7 +10,10 @@ from dataclasses import replace
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from pixelbatch.db import images, recording
 from pixelbatch.db.models import BatchStatus, Image, ImageStatus
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs import routine
@@ -203,6 +206,40 @@ def test_record_many_records_a_group_in_one_transaction_with_each_batchs_counter
     rest.append(routine.produce(lamp_later, runtime.fetcher, runtime.storage, runner))
     assert routine.record_many(runtime.sessions, rest, "w") == []  # lamp_png still leased away
     assert batch_of(runtime.sessions, partial).images_done == 2
+
+
+def test_record_group_records_the_others_when_one_image_cannot_be_recorded(
+    runtime: Runtime,
+    image_server: ImageServer,
+    runner: TransformRunner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg", "/c.png")]])
+    items = claim_all(runtime, "w")
+    outcomes = [routine.produce(i, runtime.fetcher, runtime.storage, runner) for i in items]
+    real = images.record_success
+    refused = items[1].id
+
+    def refusing(
+        session: Session,
+        image_id: int,
+        owner: str,
+        outcome: images.ImageSuccess,
+        owed: recording.BatchTotals | None = None,
+    ) -> int:
+        if image_id == refused:  # a fault injected at the one call; the database is real
+            raise OperationalError("UPDATE images", {}, Exception("value out of range"))
+        return real(session, image_id, owner, outcome, owed)
+
+    monkeypatch.setattr(images, "record_success", refusing)
+
+    recorded = routine.record_group(runtime.sessions, outcomes, "w")
+
+    assert [o.image_id for o in recorded.unrecorded] == [refused]
+    assert isinstance(recorded.error, OperationalError)
+    assert recorded.completed == []
+    assert image_statuses(runtime.sessions, batch_id) == {"DONE": 2, "PROCESSING": 1}
+    assert batch_of(runtime.sessions, batch_id).images_done == 2
 
 
 # --------------------------------------------------------------------------- handle_image
