@@ -35,7 +35,10 @@ def defaults_cluster(cluster: Cluster) -> Cluster:
 
 @pytest.fixture
 def photos() -> Iterator[ImageServer]:
-    server = ImageServer(latency=0.1)
+    # Each download takes half a second, so an image the victim is seen holding is still
+    # held when the kill lands a query later, even on a loaded machine (with 0.1 s the
+    # victim could record its last images in between, and nothing was left to recover).
+    server = ImageServer(latency=0.5)
     for i in range(3 * PRODUCTS):
         server.add(f"/p{i}.jpg", Route(support.jpeg((240, 180), seed=i), "image/jpeg"))
     with server:
