@@ -7,11 +7,15 @@ import csv
 import io
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pixelbatch.db import images, recording
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import ClaimedImage, claim_images
 from pixelbatch.db.models import Batch, Image, ImageStatus
@@ -105,3 +109,43 @@ def record_all(runtime: Runtime, owner: str = "w") -> int:
         outcome = routine.produce(item, runtime.fetcher, runtime.storage, runner)
         routine.record(runtime.sessions, outcome, owner)
     return len(items)
+
+
+def refuse_recordings(
+    monkeypatch: pytest.MonkeyPatch, refuse: Callable[[int, list[int]], bool]
+) -> list[int]:
+    """Make the database refuse to record a processed image when ``refuse(image_id, refused
+    so far)`` says so: a fault injected at the one call, the database staying real. Returns
+    the ids refused, in order."""
+    real = images.record_success
+    refused: list[int] = []
+
+    def refusing(
+        session: Session,
+        image_id: int,
+        owner: str,
+        outcome: images.ImageSuccess,
+        owed: recording.BatchTotals | None = None,
+    ) -> int:
+        if refuse(image_id, refused):
+            refused.append(image_id)
+            raise OperationalError("UPDATE images", {}, Exception("database is down"))
+        return real(session, image_id, owner, outcome, owed)
+
+    monkeypatch.setattr(images, "record_success", refusing)
+    return refused
+
+
+@contextmanager
+def commits_of(engine: Engine) -> Iterator[list[object]]:
+    """The transactions committed on ``engine`` inside the block (one entry each)."""
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(engine, "commit", count)
+    try:
+        yield commits
+    finally:
+        event.remove(engine, "commit", count)

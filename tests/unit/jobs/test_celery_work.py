@@ -12,16 +12,20 @@ import pytest
 from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from pixelbatch.db import images, recording
 from pixelbatch.db.models import Image
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs import celery_app
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.transform_pool import inline_runner
 from pixelbatch.runtime import Runtime
-from tests.unit.jobs.helpers import RuntimeFactory, image_statuses, upload, urls
+from tests.unit.jobs.helpers import (
+    RuntimeFactory,
+    image_statuses,
+    refuse_recordings,
+    upload,
+    urls,
+)
 
 OWNER = "celery-test-worker"
 
@@ -48,22 +52,8 @@ def worker(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery
 def test_a_failed_chunk_hands_back_what_it_did_not_record(
     runtime: Runtime, worker: Celery, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = images.record_success
-    calls: list[int] = []
-
-    def flaky(
-        session: Session,
-        image_id: int,
-        owner: str,
-        outcome: images.ImageSuccess,
-        owed: recording.BatchTotals | None = None,
-    ) -> int:
-        calls.append(image_id)
-        if image_id == calls[0]:  # this image can never be recorded; the other can
-            raise OperationalError("UPDATE images", {}, Exception("database is down"))
-        return real(session, image_id, owner, outcome, owed)
-
-    monkeypatch.setattr(images, "record_success", flaky)
+    # The first image to be recorded can never be; the other can.
+    refuse_recordings(monkeypatch, lambda image, refused: not refused or image == refused[0])
     batch_id = upload(
         runtime,
         [["1", "Chair", urls(image_server, "/a.jpg")], ["2", "Desk", urls(image_server, "/b.jpg")]],

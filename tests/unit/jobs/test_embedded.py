@@ -14,10 +14,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from pixelbatch.db import images, recording
 from pixelbatch.db.models import (
     BatchStatus,
     DeliveryStatus,
@@ -35,6 +32,7 @@ from tests.unit.jobs.helpers import (
     claim_all,
     image_statuses,
     read_output_csv,
+    refuse_recordings,
     upload,
     urls,
     wait_for,
@@ -143,22 +141,7 @@ def test_an_image_it_could_not_record_goes_back_at_once_not_after_its_lease(
     # database stays real), then recovers. The lease is a long 120 s: the image can only
     # finish within the wait below if the worker handed it back when recording failed.
     runtime = make_runtime(transform_workers=1, fetch_concurrency=2, lease_seconds=120)
-    real = images.record_success
-    failures: list[int] = []
-
-    def flaky(
-        session: Session,
-        image_id: int,
-        owner: str,
-        outcome: images.ImageSuccess,
-        owed: recording.BatchTotals | None = None,
-    ) -> int:
-        if not failures:
-            failures.append(image_id)
-            raise OperationalError("UPDATE images", {}, Exception("database is down"))
-        return real(session, image_id, owner, outcome, owed)
-
-    monkeypatch.setattr(images, "record_success", flaky)
+    failures = refuse_recordings(monkeypatch, lambda _image, refused: not refused)
     batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg")]])
     assert runtime.settings.lease_seconds == 120
     worker = EmbeddedWorker(runtime)

@@ -3,8 +3,6 @@ are kept until then, and a batch it completes is finalised."""
 
 from __future__ import annotations
 
-from sqlalchemy import event
-
 from pixelbatch.db.models import BatchStatus
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs import routine
@@ -12,7 +10,15 @@ from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.recorder import GroupRecorder
 from pixelbatch.jobs.transform_pool import inline_runner
 from pixelbatch.runtime import Runtime
-from tests.unit.jobs.helpers import batch_of, claim_all, image_statuses, upload, urls, wait_for
+from tests.unit.jobs.helpers import (
+    batch_of,
+    claim_all,
+    commits_of,
+    image_statuses,
+    upload,
+    urls,
+    wait_for,
+)
 
 
 def test_outcomes_waiting_together_are_recorded_in_one_commit_then_the_batch_finalised(
@@ -34,17 +40,9 @@ def test_outcomes_waiting_together_are_recorded_in_one_commit_then_the_batch_fin
     recorder = GroupRecorder(runtime, "w", leases, lambda: woken.append(len(leases)))
     for item in together:  # all four are waiting when the recorder starts
         recorder.submit(routine.produce(item, runtime.fetcher, runtime.storage, runner))
-    commits: list[object] = []
-
-    def count(connection: object) -> None:
-        commits.append(connection)
-
-    event.listen(runtime.engine, "commit", count)
-    try:
+    with commits_of(runtime.engine) as commits:
         recorder.start()
         wait_for(lambda: bool(woken))
-    finally:
-        event.remove(runtime.engine, "commit", count)
     assert len(commits) == 1
     assert woken == [1]  # told once, the four leases released by then
     assert image_statuses(runtime.sessions, batch_id) == {"DONE": 3, "FAILED": 1, "PROCESSING": 1}

@@ -9,11 +9,8 @@ from dataclasses import replace
 
 import pytest
 from PIL import Image as PILImage
-from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from pixelbatch.db import images, recording
 from pixelbatch.db.models import BatchStatus, Image, ImageStatus
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.jobs import routine
@@ -24,8 +21,10 @@ from tests.unit.jobs.helpers import (
     SOURCE_JPEG,
     batch_of,
     claim_all,
+    commits_of,
     image_statuses,
     read_output_csv,
+    refuse_recordings,
     upload,
     urls,
 )
@@ -179,18 +178,10 @@ def test_record_many_records_a_group_in_one_transaction_with_each_batchs_counter
         taken = session.get(Image, lamp_png.id)
         assert taken is not None
         taken.lease_owner = "another worker"
-    commits: list[object] = []
-
-    def count(connection: object) -> None:
-        commits.append(connection)
-
-    event.listen(runtime.engine, "commit", count)
-    try:
+    with commits_of(runtime.engine) as commits:
         completed = routine.record_many(
             runtime.sessions, [*outcomes[:2], abandoned, outcomes[3]], "w"
         )
-    finally:
-        event.remove(runtime.engine, "commit", count)
     assert completed == [whole]
     assert len(commits) == 1
     first = batch_of(runtime.sessions, whole)
@@ -217,21 +208,8 @@ def test_record_group_records_the_others_when_one_image_cannot_be_recorded(
     batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg", "/c.png")]])
     items = claim_all(runtime, "w")
     outcomes = [routine.produce(i, runtime.fetcher, runtime.storage, runner) for i in items]
-    real = images.record_success
     refused = items[1].id
-
-    def refusing(
-        session: Session,
-        image_id: int,
-        owner: str,
-        outcome: images.ImageSuccess,
-        owed: recording.BatchTotals | None = None,
-    ) -> int:
-        if image_id == refused:  # a fault injected at the one call; the database is real
-            raise OperationalError("UPDATE images", {}, Exception("value out of range"))
-        return real(session, image_id, owner, outcome, owed)
-
-    monkeypatch.setattr(images, "record_success", refusing)
+    refuse_recordings(monkeypatch, lambda image, _refused: image == refused)
 
     recorded = routine.record_group(runtime.sessions, outcomes, "w")
 
