@@ -445,6 +445,33 @@ def test_repeated_equal_content_length_is_one_length(
     assert elapsed < 0.5
 
 
+def twice_gzipped(server_ref: list[RawServer]) -> Behaviour:
+    """A body compressed twice, declared by two Content-Encoding headers."""
+    once = zlib.compress(b"q" * 300, wbits=16 + zlib.MAX_WBITS)
+    body = zlib.compress(once, wbits=16 + zlib.MAX_WBITS)
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(
+            conn,
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Encoding: gzip\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+        )
+        stop.wait(30)
+
+    return behaviour
+
+
+def test_every_content_encoding_header_counts_not_only_the_first(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Two encodings in two headers are two encodings: refused as such, not decoded once
+    and handed on as a still-compressed "image"."""
+    server = raw_server(twice_gzipped)
+    error, _ = _fetch_error(server)
+    assert error.code == "unsupported_encoding"
+    assert "gzip, gzip" in error.message
+
+
 def honest_keep_alive(newline: bytes) -> Factory:
     """Answers every request on a connection with the same correctly framed image."""
 

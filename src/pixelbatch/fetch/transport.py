@@ -70,11 +70,10 @@ def timeouts(connect: float, read: float, pool: float) -> dict[str, Any]:
 
 
 def header(response: httpcore.Response, name: bytes) -> str | None:
-    """The first value of header ``name`` (lower case), as text."""
-    for key, value in response.headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+    """Header ``name`` (lower case) as text; repeated, its values joined with ", " as HTTP
+    lists them, so two Content-Encoding headers read as two encodings, not the first."""
+    values = [value.decode("latin-1") for key, value in response.headers if key.lower() == name]
+    return ", ".join(values) if values else None
 
 
 def reason_phrase(response: httpcore.Response) -> str:
