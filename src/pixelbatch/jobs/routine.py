@@ -220,7 +220,7 @@ def process_chunk(
         pending = {
             pool.submit(produce_image, runtime, item, owner, runner, still_wanted) for item in items
         }
-        errors: list[Exception] = []
+        first_error: Exception | None = None
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -231,14 +231,13 @@ def process_chunk(
                 if on_done is not None:
                     for outcome in outcomes:
                         on_done(outcome.image_id)
-                if recorded.error is not None:
-                    errors.append(recorded.error)
+                first_error = first_error or recorded.error
                 finalised += sum(
                     finalize_batch(runtime, batch_id) for batch_id in recorded.completed
                 )
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    if errors:
-        raise errors[0]
+    if first_error is not None:
+        raise first_error
     return finalised
