@@ -19,6 +19,7 @@ import argparse
 import io
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -105,7 +106,7 @@ def measure(urls: list[str], env: dict[str, str], rounds: int) -> dict[str, Any]
                 continue
             samples[client].append(result["cpu_ms_per_request"])
             info["kb_per_request"] = round(result["bytes"] / result["requests"] / 1000, 1)
-    medians = {c: sorted(v)[len(v) // 2] if v else None for c, v in samples.items()}
+    medians = {c: round(statistics.median(v), 3) if v else None for c, v in samples.items()}
     return {**info, "requests": len(urls), "cpu_ms_per_request": medians, "samples": samples}
 
 
