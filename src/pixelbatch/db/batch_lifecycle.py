@@ -1,4 +1,4 @@
-"""A batch's life after upload: started, one finaliser, its output pages, completion, cancel, retry.
+"""A batch's life after upload: started, one finaliser, completion, cancel, retry.
 
 Like the image state machine, each change is a conditional UPDATE that names the state it
 expects, so racing callers change nothing twice. Callers own the transaction.
@@ -21,7 +21,6 @@ from pixelbatch.db.models import (
     BatchStatus,
     Image,
     ImageStatus,
-    Product,
     utcnow,
 )
 
@@ -106,27 +105,6 @@ def batches_ready_to_finalize(session: Session) -> list[uuid.UUID]:
             )
         )
     )
-
-
-def output_rows_page(
-    session: Session, batch_id: uuid.UUID, after_row: int, page_size: int
-) -> list[tuple[Product, list[Image]]]:
-    """One page of products with their images in CSV order; callers page by row number so
-    memory stays flat and no transaction stays open across a whole large batch."""
-    products = session.scalars(
-        select(Product)
-        .where(Product.batch_id == batch_id, Product.row_number > after_row)
-        .order_by(Product.row_number)
-        .limit(page_size)
-    ).all()
-    if not products:
-        return []
-    images: dict[int, list[Image]] = {p.id: [] for p in products}
-    for image in session.scalars(
-        select(Image).where(Image.product_id.in_(images.keys())).order_by(Image.position)
-    ):
-        images[image.product_id].append(image)
-    return [(product, images[product.id]) for product in products]
 
 
 def complete_batch(

@@ -13,7 +13,8 @@ from pathlib import Path
 from pixelbatch.catalog import CsvDialect, OutputRow, format_image_error, write_output_csv
 from pixelbatch.db import batch_lifecycle
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.models import Batch, BatchStatus, Image, ImageStatus, Product
+from pixelbatch.db.models import Batch, BatchStatus, ImageStatus
+from pixelbatch.db.output_rows import OutputImage, OutputProduct, output_rows_page
 from pixelbatch.jobs.leases import heartbeat, renewal_period
 from pixelbatch.runtime import Runtime
 from pixelbatch.telemetry import instruments as metrics
@@ -36,7 +37,7 @@ def output_csv_url(runtime: Runtime, batch_id: uuid.UUID, base: str | None = Non
     return f"{base}/api/batches/{batch_id}/output.csv"
 
 
-def image_note(image: Image) -> str | None:
+def image_note(image: OutputImage) -> str | None:
     """The ``Output Notes`` entry of a done image: its original kept, or its growth."""
     if image.kept_original:
         return (
@@ -51,7 +52,8 @@ def image_note(image: Image) -> str | None:
     return None
 
 
-def _product_row(runtime: Runtime, base: str, product: Product, images: list[Image]) -> OutputRow:
+def _product_row(runtime: Runtime, base: str, product: OutputProduct) -> OutputRow:
+    images = product.images
     outputs: list[str | None] = []
     errors: list[str] = []
     notes: list[str] = []
@@ -89,16 +91,16 @@ def _product_row(runtime: Runtime, base: str, product: Product, images: list[Ima
     )
 
 
-def _rows(runtime: Runtime, batch_id: uuid.UUID, base: str) -> Iterator[OutputRow]:
+def _rows(runtime: Runtime, batch_id: uuid.UUID, base: str, extra: bool) -> Iterator[OutputRow]:
     after = 0
     while True:
         with transaction(runtime.sessions) as session:
-            page = batch_lifecycle.output_rows_page(session, batch_id, after, PAGE_SIZE)
+            page = output_rows_page(session, batch_id, after, PAGE_SIZE, extra=extra)
         if not page:
             return
-        for product, images in page:
-            yield _product_row(runtime, base, product, images)
-        after = page[-1][0].row_number
+        for product in page:
+            yield _product_row(runtime, base, product)
+        after = page[-1].row_number
 
 
 def _urls_expire_at(runtime: Runtime, base: str) -> datetime | None:
@@ -156,7 +158,9 @@ def _write_and_complete(
     fd, name = tempfile.mkstemp(suffix=".csv", dir=tmp_dir)
     tmp_path = Path(name)
     with open(fd, "w", encoding="utf-8", newline="") as fh:
-        write_output_csv(fh, extra_columns, _rows(runtime, batch_id, base), dialect)
+        write_output_csv(
+            fh, extra_columns, _rows(runtime, batch_id, base, bool(extra_columns)), dialect
+        )
     try:
         with tmp_path.open("rb") as csv_file:
             runtime.storage.put_file(key, csv_file, "text/csv")
