@@ -49,6 +49,7 @@ def serve(
     import uvicorn
 
     from pixelbatch.api.app import create_app
+    from pixelbatch.heap import freeze_startup_objects
 
     settings = with_options(settings_of(ctx), host=("--host", host), port=("--port", port))
     setup_logging(True, settings)
@@ -71,8 +72,10 @@ def serve(
         f"({_where(settings)}) — web UI at {ui_url(settings)} — API docs at /docs",
         soft_wrap=True,
     )
+    app = create_app(settings)
+    freeze_startup_objects()  # a process of its own: no test process keeps its heap frozen
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="info",

@@ -30,6 +30,7 @@ from sqlalchemy.exc import OperationalError
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import claim_images, count_claimable
 from pixelbatch.db.outbox import count_due_deliveries
+from pixelbatch.heap import freeze_startup_objects
 from pixelbatch.jobs.finalize import finalize_ready_batches
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.memory import tune_malloc
@@ -293,6 +294,7 @@ def _report_capacity(**_: Any) -> None:
     up but idle must not look like no worker at all."""
     if sweeping:
         metrics.set_capacity(image_slots(SETTINGS))
+    freeze_startup_objects()
 
 
 @signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
