@@ -79,7 +79,8 @@ class Runtime:
     def prepare_database(self) -> None:
         """The embedded database upgrades itself; a shared one must already be current."""
         if self.settings.is_embedded:
-            migrate.upgrade(self.engine)
+            if not migrate.is_up_to_date(self.engine):  # Alembic is loaded only to upgrade
+                migrate.upgrade(self.engine)
         else:
             migrate.require_current(self.engine)
 

@@ -19,9 +19,16 @@ def test_released_revisions_keep_their_ids_and_order() -> None:
     assert list(reversed(chain))[: len(RELEASED)] == RELEASED
 
 
+def test_the_head_the_code_checks_for_is_alembics_head() -> None:
+    """Processes check the revision without Alembic (HEAD_REVISION): a new migration must
+    move it, or every replica would refuse a database that is up to date."""
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == head_revision()
+
+
 def test_a_database_at_the_last_released_revision_upgrades_to_head(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     try:
+        assert current_revision(engine) is None  # never migrated: no version table
         upgrade(engine, RELEASED[-1])
         assert current_revision(engine) == RELEASED[-1]
         upgrade(engine)
