@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,6 +215,37 @@ def test_upload_rejected_late_stores_nothing(
         )
     assert [(p.row, p.column) for p in info.value.problems] == [(32, "Input Image Urls")]
     assert "http:// or https://" in info.value.problems[0].message
+    with transaction(runtime.sessions) as session:
+        for model in (Batch, Product, Image):
+            assert session.scalar(select(func.count()).select_from(model)) == 0
+
+
+def test_a_failed_write_stops_the_reading_ahead(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next slice is parsed on another thread while one is written: when a write fails,
+    the upload fails with that error, stores nothing, and no thread reads the file after."""
+    monkeypatch.setattr(intake, "INSERT_SLICE", 7)
+    written: list[int] = []
+
+    def insert_then_fail(
+        session: Session, batch_id: uuid.UUID, products: list[bulk.NewProduct]
+    ) -> int:
+        if written:
+            raise RuntimeError("the database went away")
+        written.append(len(products))
+        return real_insert(session, batch_id, products)
+
+    real_insert = bulk.insert_products
+    monkeypatch.setattr(bulk, "insert_products", insert_then_fail)
+    source = io.BytesIO(_csv(5000))
+    with pytest.raises(RuntimeError, match="went away"):
+        intake.upload(runtime, None, source, filename="c.csv", options=TransformOptions())
+    position = source.tell()
+    assert not [t for t in threading.enumerate() if t.name.startswith("pixelbatch-csv")]
+    assert position < len(source.getvalue())  # it stopped reading, one slice ahead at most
+    time.sleep(0.2)
+    assert source.tell() == position
     with transaction(runtime.sessions) as session:
         for model in (Batch, Product, Image):
             assert session.scalar(select(func.count()).select_from(model)) == 0
