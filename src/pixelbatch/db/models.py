@@ -265,13 +265,13 @@ class Image(Base):
 
     @property
     def grew(self) -> bool:
-        """Whether the output is bigger than the source: only a format or size change that
-        was asked for can do that (otherwise the source is kept), and it is reported."""
-        return (
-            self.bytes_in is not None
-            and self.bytes_out is not None
-            and self.bytes_out > self.bytes_in
-        )
+        return output_grew(self.bytes_in, self.bytes_out)
+
+
+def output_grew(bytes_in: int | None, bytes_out: int | None) -> bool:
+    """Whether a done image's output is bigger than its source: only a format or size change
+    that was asked for can do that (otherwise the source is kept), and it is reported."""
+    return bytes_in is not None and bytes_out is not None and bytes_out > bytes_in
 
 
 class WebhookDelivery(Base):

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pixelbatch.db.models import Image, ImageStatus, Product
+from pixelbatch.db.models import Image, ImageStatus, Product, output_grew
 
 
 class OutputImage(NamedTuple):
@@ -28,12 +28,7 @@ class OutputImage(NamedTuple):
 
     @property
     def grew(self) -> bool:
-        """As ``Image.grew``: the output is bigger than its source."""
-        return (
-            self.bytes_in is not None
-            and self.bytes_out is not None
-            and self.bytes_out > self.bytes_in
-        )
+        return output_grew(self.bytes_in, self.bytes_out)
 
 
 class OutputProduct(NamedTuple):
