@@ -31,3 +31,20 @@ def test_a_put_makes_the_directory_it_needs_again_after_the_batch_was_removed(
 
     assert from_file.size == 4
     assert _files(root) == ["b1/0000003-01.jpg", "b1/deep/output.csv"]
+
+
+def test_deleting_a_directory_s_last_file_removes_the_directory(tmp_path: Path) -> None:
+    """A file written after its batch was removed is deleted by its writer: no empty
+    directory of a deleted batch may stay behind."""
+    storage = LocalStorage(tmp_path / "outputs", "http://127.0.0.1:8000")
+    storage.put("b1/0000002-01.jpg", b"a", "image/jpeg")
+    storage.put("b1/0000003-01.jpg", b"b", "image/jpeg")
+    storage.put("top.csv", b"c", "text/csv")
+
+    storage.delete("b1/0000002-01.jpg")
+    assert _files(storage.root) == ["b1/0000003-01.jpg", "top.csv"]
+    storage.delete("b1/0000003-01.jpg")
+    assert not (storage.root / "b1").exists()
+    storage.delete("top.csv")
+    storage.delete("b1/never-was.jpg")
+    assert storage.root.is_dir() and _files(storage.root) == []

@@ -54,7 +54,14 @@ class LocalStorage:
             raise
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """The file, and its directory when that was its last file: an image written after
+        ``delete_prefix`` emptied its batch's directory is deleted by its writer (who finds
+        its record gone), and must not leave the directory behind."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        if path.parent != self.root:
+            with contextlib.suppress(OSError):  # other files (or a write) still in it
+                path.parent.rmdir()
 
     def delete_prefix(self, prefix: str) -> int:
         """Every file under the prefix's directory (temporary files of a write in progress

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,6 +13,22 @@ from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import ImageSuccess
 from pixelbatch.db.models import Batch, Priority, utcnow
 from pixelbatch.transform import TransformOptions
+
+
+def add_batch(session: Session, extra_columns: list[str] | None = None, **fields: Any) -> uuid.UUID:
+    """A batch row with no products, in the caller's transaction; ``fields`` set the rest."""
+    batch_id = uuid.uuid4()
+    session.add(
+        Batch(
+            id=batch_id,
+            input_filename="x.csv",
+            input_key=f"{batch_id}/input.csv",
+            options=TransformOptions().model_dump(mode="json"),
+            extra_columns=extra_columns or [],
+            **fields,
+        )
+    )
+    return batch_id
 
 
 def new_batch(
@@ -23,19 +40,9 @@ def new_batch(
     tenant: str = "",
     created_at: datetime | None = None,
 ) -> uuid.UUID:
-    batch_id = uuid.uuid4()
     with transaction(sessions) as session:
-        session.add(
-            Batch(
-                id=batch_id,
-                input_filename="x.csv",
-                input_key=f"{batch_id}/input.csv",
-                options=TransformOptions().model_dump(mode="json"),
-                extra_columns=[],
-                priority=priority,
-                tenant=tenant,
-                created_at=created_at or utcnow(),
-            )
+        batch_id = add_batch(
+            session, priority=priority, tenant=tenant, created_at=created_at or utcnow()
         )
         session.flush()
         new = [

@@ -29,6 +29,7 @@ from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
 from pixelbatch.transform import TransformOptions
 from tests import support
+from tests.unit.db.factories import add_batch
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,17 +47,7 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 def _new_batch(session: Session) -> uuid.UUID:
-    batch_id = uuid.uuid4()
-    session.add(
-        Batch(
-            id=batch_id,
-            input_filename="x.csv",
-            input_key=f"{batch_id}/input.csv",
-            options=TransformOptions().model_dump(mode="json"),
-            extra_columns=["Brand", "Notes"],
-        )
-    )
-    return batch_id
+    return add_batch(session, extra_columns=["Brand", "Notes"])
 
 
 # Text that COPY's text format and JSON must carry unchanged.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 
 from sqlalchemy import select
@@ -12,8 +11,7 @@ from pixelbatch.db import images
 from pixelbatch.db.bulk import NewProduct, insert_products
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, Image, ImageStatus
-from pixelbatch.transform import TransformOptions
-from tests.unit.db.factories import new_batch, success
+from tests.unit.db.factories import add_batch, new_batch, success
 
 
 def test_claim_leases_each_image_once(sessions: sessionmaker[Session]) -> None:
@@ -60,17 +58,8 @@ def test_claims_are_shared_fairly_between_batches(sessions: sessionmaker[Session
 def test_a_repeated_url_is_claimed_once_and_recorded_for_every_occurrence(
     sessions: sessionmaker[Session],
 ) -> None:
-    batch_id = uuid.uuid4()
     with transaction(sessions) as session:
-        session.add(
-            Batch(
-                id=batch_id,
-                input_filename="x.csv",
-                input_key="k",
-                options=TransformOptions().model_dump(mode="json"),
-                extra_columns=[],
-            )
-        )
+        batch_id = add_batch(session)
         session.flush()
         urls = [["http://h/a", "http://h/b"], ["http://h/a"], ["http://h/c", "http://h/a"]]
         new = [NewProduct(i + 2, str(i), "p", [], u) for i, u in enumerate(urls)]

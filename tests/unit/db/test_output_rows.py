@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.db.bulk import NewProduct, insert_products
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.models import Batch, Image, ImageStatus
+from pixelbatch.db.models import Image, ImageStatus
 from pixelbatch.db.output_rows import OutputProduct, output_rows_page
-from pixelbatch.transform import TransformOptions
 from tests import support
+from tests.unit.db.factories import add_batch
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,18 +26,8 @@ def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
 
 
 def _batch(sessions: sessionmaker[Session]) -> uuid.UUID:
-    batch_id = uuid.uuid4()
     with transaction(sessions) as session:
-        session.add(
-            Batch(
-                id=batch_id,
-                input_filename="x.csv",
-                input_key=f"{batch_id}/input.csv",
-                options=TransformOptions().model_dump(mode="json"),
-                extra_columns=["Brand"],
-            )
-        )
-    return batch_id
+        return add_batch(session, extra_columns=["Brand"])
 
 
 def _add_rows(sessions: sessionmaker[Session], batch_id: uuid.UUID, rows: range) -> None:
