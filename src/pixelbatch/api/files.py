@@ -62,10 +62,12 @@ def files(
         return _redirect(readable.redirect)
     assert readable.path is not None
     # A signed URL is the capability itself: anyone holding it, a CDN included, may keep
-    # the answer until the signature expires. A key holder's answer stays private.
+    # the answer until the signature expires, and not a second longer (the exact time left,
+    # rounded down: rounding the clock down instead overstated it by up to a second). A key
+    # holder's answer stays private.
     cache = "private"
     if readable.signed_until is not None:
-        cache = f"public, max-age={max(0, readable.signed_until - int(time.time()))}"
+        cache = f"public, max-age={max(0, int(readable.signed_until - time.time()))}"
     # Outputs are meant to be embedded by a storefront on another site (<img src=...>).
     return _file_response(
         readable.path,
