@@ -4,7 +4,7 @@ Each image recorded in its own transaction cost the API process about 0.6 ms of 
 SQLite: the write lock, a session, a commit, and the batch's counters and "all recorded?"
 query for each image) and, with 32 download threads, a queue on the write lock. One thread
 takes what finishes within ``GROUP_WINDOW`` of an image and records it together
-(``routine.record_group``): several images per commit, about 0.25 ms each.
+(``recording.record_group``): several images per commit, about 0.25 ms each.
 
 An image stays leased (``LeaseKeeper``) until its group is committed, so a lease never runs
 out between its store and its recording. A batch completed by a group is finalised on a

@@ -1,8 +1,9 @@
 """Recording finished images: each once, many per transaction, counted and logged once.
 
 ``produce`` makes an :class:`Outcome` without touching the database; the functions here
-write it: ``record_many`` for images that finished together (the embedded worker's
-``jobs.recorder`` and a Celery chunk), ``record`` for one. Only the worker whose lease still
+write it: ``record_group`` for images that finished together (the embedded worker's
+``jobs.recorder`` and a Celery chunk; one ``record_many`` transaction, image by image if
+that fails), ``record`` for one. Only the worker whose lease still
 holds records an image, so a re-leased or cancelled image is never counted twice.
 """
 

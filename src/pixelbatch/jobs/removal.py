@@ -5,7 +5,7 @@ the next stage boundary and can no longer record them), then its stored objects 
 under ``"{batch_id}/"``: uploaded CSV, output images, output CSV), then its rows. Objects
 first, so that a failure leaves a batch that can be deleted again rather than objects no
 row points to; an object a worker in flight stores after this is removed by that worker
-when it finds its image gone (``jobs.routine.record``), and a finaliser's CSV likewise
+when it finds its image gone (``jobs.recording.record``), and a finaliser's CSV likewise
 (``jobs.finalize``).
 """
 

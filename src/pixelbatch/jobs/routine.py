@@ -21,32 +21,12 @@ from pixelbatch.errors import PixelbatchError
 from pixelbatch.fetch import Fetcher
 from pixelbatch.fetch.urls import loggable_url
 from pixelbatch.jobs.finalize import finalize_batch
-from pixelbatch.jobs.recording import (
-    GroupRecording,
-    Outcome,
-    record,
-    record_group,
-    record_many,
-)
+from pixelbatch.jobs.recording import Outcome, record, record_group
 from pixelbatch.jobs.transform_pool import TransformRunner
 from pixelbatch.runtime import Runtime
 from pixelbatch.storage import Storage
 from pixelbatch.telemetry import instruments as metrics
 from pixelbatch.transform import TransformOptions
-
-# Recording lives in ``jobs.recording``; its names are part of this routine's interface.
-__all__ = [
-    "GroupRecording",
-    "Outcome",
-    "handle_image",
-    "output_key",
-    "process_chunk",
-    "produce",
-    "produce_image",
-    "record",
-    "record_group",
-    "record_many",
-]
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +188,7 @@ def process_chunk(
     still_wanted: Callable[[int], bool] | None = None,
 ) -> int:
     """Process a chunk with its downloads overlapped: while one image decodes, others fetch.
-    This thread records what has finished, together (``record_many``: one transaction for
+    This thread records what has finished, together (``record_group``: one transaction for
     the images that finished while the last group was being recorded), and finalises the
     batches that completes. Returns how many batches this chunk finalised.
 

@@ -66,7 +66,7 @@ class LocalStorage:
     def delete_prefix(self, prefix: str) -> int:
         """Every file under the prefix's directory (temporary files of a write in progress
         too, uncounted), then the emptied directories. A file written meanwhile may stay:
-        its writer removes it when it finds its record gone (``jobs.routine.record``)."""
+        its writer removes it when it finds its record gone (``jobs.recording.record``)."""
         top = self.root / validate_prefix(prefix).rstrip("/")
         if not top.is_dir():
             return 0

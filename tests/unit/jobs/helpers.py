@@ -22,6 +22,7 @@ from pixelbatch.db.models import Batch, Image, ImageStatus
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.intake import upload as intake_upload
 from pixelbatch.jobs import routine
+from pixelbatch.jobs.recording import record
 from pixelbatch.jobs.transform_pool import inline_runner
 from pixelbatch.runtime import Runtime
 from pixelbatch.settings import Settings
@@ -107,7 +108,7 @@ def record_all(runtime: Runtime, owner: str = "w") -> int:
     items = claim_all(runtime, owner)
     for item in items:
         outcome = routine.produce(item, runtime.fetcher, runtime.storage, runner)
-        routine.record(runtime.sessions, outcome, owner)
+        record(runtime.sessions, outcome, owner)
     return len(items)
 
 

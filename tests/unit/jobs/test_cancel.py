@@ -15,7 +15,7 @@ from pixelbatch import batches
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import BatchStatus, WebhookDelivery
 from pixelbatch.demo.server import ImageServer, Route
-from pixelbatch.jobs import routine
+from pixelbatch.jobs import recording, routine
 from pixelbatch.jobs.finalize import CANCELLED_REASON, finalize_batch, finalize_ready_batches
 from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
 from pixelbatch.runtime import Runtime
@@ -168,7 +168,7 @@ def test_produce_checks_wanted_at_each_stage_boundary(
     assert abandoned.abandoned and len(slow_server.requests) == 1
     assert _stored_images(runtime, batch_id) == []
     # Recording an abandoned outcome changes nothing.
-    assert routine.record(runtime.sessions, abandoned, "w") is False
+    assert recording.record(runtime.sessions, abandoned, "w") is False
     assert image_statuses(runtime.sessions, batch_id) == {"PROCESSING": 4}
     # Wanted throughout: stored.
     kept = routine.produce(third, runtime.fetcher, runtime.storage, runner, lambda: True)
@@ -190,7 +190,7 @@ def test_an_image_stored_just_before_the_cancel_is_removed_when_it_cannot_be_rec
 
     batches.cancel_batch(runtime, batch_id, tenant=tenant)
 
-    assert routine.record(runtime.sessions, outcome, "w", runtime.storage) is False
+    assert recording.record(runtime.sessions, outcome, "w", runtime.storage) is False
     assert _stored_images(runtime, batch_id) == []
     assert image_statuses(runtime.sessions, batch_id) == {"CANCELLED": 2}
     del second
@@ -215,7 +215,7 @@ def test_a_store_that_cannot_delete_leaves_the_cancelled_outcome_unrecorded_with
     batches.cancel_batch(runtime, batch_id, tenant=tenant)
     gone = S3Storage(S3Location(s3_bucket + "-gone", ""), endpoint_url=s3_endpoint, max_attempts=1)
 
-    assert routine.record(runtime.sessions, outcome, "w", gone) is False
+    assert recording.record(runtime.sessions, outcome, "w", gone) is False
     assert image_statuses(runtime.sessions, batch_id) == {"CANCELLED": 2}
     del second
 

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from pixelbatch import hosts
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, Image
-from pixelbatch.jobs import routine
+from pixelbatch.jobs import recording
 from pixelbatch.runtime import Runtime
 from tests.unit.db.factories import new_batch, success
 from tests.unit.jobs.helpers import claim_all
@@ -31,18 +31,18 @@ def test_an_image_re_leased_to_another_worker_is_counted_once(runtime: Runtime) 
     [second] = claim_all(runtime, "alive")
     assert first.id == second.id
     stages = {"queue": 0.5, "download": 0.1, "transform": 0.2, "store": 0.01}
-    outcome = routine.Outcome(second.id, second.batch_id, success(), stages=stages)
+    outcome = recording.Outcome(second.id, second.batch_id, success(), stages=stages)
     before_done = _done()
     before_bytes = _sample("pixelbatch_image_bytes_in_total")
     before_store = _sample("pixelbatch_stage_duration_seconds_count", stage="store")
 
     # The worker whose lease ran out comes back: its recording loses, nothing is counted.
-    routine.record(runtime.sessions, outcome, "dead")
+    recording.record(runtime.sessions, outcome, "dead")
     assert _done() == before_done
     # The new owner records it: counted once, with its bytes and stage times.
-    routine.record(runtime.sessions, outcome, "alive")
+    recording.record(runtime.sessions, outcome, "alive")
     # A redelivered message recording it again changes nothing.
-    routine.record(runtime.sessions, outcome, "alive")
+    recording.record(runtime.sessions, outcome, "alive")
 
     assert _done() == before_done + 1
     assert _sample("pixelbatch_image_bytes_in_total") == before_bytes + success().bytes_in
@@ -55,7 +55,7 @@ def test_a_download_failure_is_counted_by_code_and_host_class(runtime: Runtime) 
     classes = {"cdn.example.com": "example-cdn"}
 
     def fail(item_id: int, url: str) -> None:
-        outcome = routine.Outcome(
+        outcome = recording.Outcome(
             item_id,
             first.batch_id,
             error_code="http_404",
@@ -64,7 +64,7 @@ def test_a_download_failure_is_counted_by_code_and_host_class(runtime: Runtime) 
             stages={"download": 0.1},
             failed_stage="download",
         )
-        routine.record(runtime.sessions, outcome, "w", host_classes=classes)
+        recording.record(runtime.sessions, outcome, "w", host_classes=classes)
 
     def failures(host_class: str) -> float:
         return _sample(
@@ -103,8 +103,8 @@ def test_failing_hosts_are_reported_per_tenant(runtime: Runtime) -> None:
             image.url = "https://worse.example/y" if worse else "https://bad.example/x"
     for item in items:
         code = "timeout" if item.row_number == 2 else "http_404"
-        outcome = routine.Outcome(item.id, item.batch_id, error_code=code, error_message="x")
-        routine.record(runtime.sessions, outcome, "w")
+        outcome = recording.Outcome(item.id, item.batch_id, error_code=code, error_message="x")
+        recording.record(runtime.sessions, outcome, "w")
 
     report = hosts.failing_hosts(runtime, hosts.HostQuery(), tenant="me")
     # Rows 2 and 4 of mine on bad.example, row 3 on worse.example; theirs is not counted.

@@ -15,7 +15,7 @@ from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, Image, Product, WebhookDelivery, utcnow
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.errors import InvalidInput, NotFound, PixelbatchError
-from pixelbatch.jobs import finalize, routine
+from pixelbatch.jobs import finalize, recording, routine
 from pixelbatch.jobs.removal import remove_batch, remove_expired
 from pixelbatch.jobs.transform_pool import inline_runner
 from pixelbatch.runtime import Runtime
@@ -90,7 +90,7 @@ def test_an_image_stored_after_its_batch_was_deleted_is_removed_by_its_worker(
     outcome = routine.produce(item, runtime.fetcher, runtime.storage, inline_runner(10**8))
     assert outcome.success is not None and _objects(runtime, batch_id) != []
 
-    assert routine.record(runtime.sessions, outcome, "w", runtime.storage) is False
+    assert recording.record(runtime.sessions, outcome, "w", runtime.storage) is False
     assert [name for name in _objects(runtime, batch_id) if "." in name] == []
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from pixelbatch.db.models import BatchStatus, Image, ImageStatus
 from pixelbatch.demo.server import ImageServer
-from pixelbatch.jobs import routine
+from pixelbatch.jobs import recording, routine
 from pixelbatch.jobs.transform_pool import TransformRunner, inline_runner
 from pixelbatch.runtime import Runtime
 from pixelbatch.transform import TransformOptions, TransformResult
@@ -116,11 +116,11 @@ def test_record_counts_each_image_once_and_says_when_the_batch_is_complete(
     ok = routine.produce(first, runtime.fetcher, runtime.storage, runner)
     failed = routine.produce(second, runtime.fetcher, runtime.storage, runner)
 
-    assert routine.record(runtime.sessions, ok, "w") is False  # one image still to go
-    assert routine.record(runtime.sessions, failed, "w") is True
+    assert recording.record(runtime.sessions, ok, "w") is False  # one image still to go
+    assert recording.record(runtime.sessions, failed, "w") is True
     # A duplicate delivery of the same outcome changes nothing.
-    assert routine.record(runtime.sessions, ok, "w") is False
-    assert routine.record(runtime.sessions, failed, "w") is False
+    assert recording.record(runtime.sessions, ok, "w") is False
+    assert recording.record(runtime.sessions, failed, "w") is False
 
     batch = batch_of(runtime.sessions, batch_id)
     assert (batch.images_done, batch.images_failed) == (1, 1)
@@ -144,11 +144,11 @@ def test_record_refuses_a_worker_whose_lease_was_taken_over(
     assert item.id == stale.id
     outcome = routine.produce(stale, runtime.fetcher, runtime.storage, runner)
 
-    assert routine.record(runtime.sessions, outcome, "dead") is False
+    assert recording.record(runtime.sessions, outcome, "dead") is False
 
     assert image_statuses(runtime.sessions, batch_id) == {"PROCESSING": 1}
     assert batch_of(runtime.sessions, batch_id).images_done == 0
-    assert routine.record(runtime.sessions, outcome, "alive") is True
+    assert recording.record(runtime.sessions, outcome, "alive") is True
 
 
 def test_record_many_records_a_group_in_one_transaction_with_each_batchs_counters_once(
@@ -179,7 +179,7 @@ def test_record_many_records_a_group_in_one_transaction_with_each_batchs_counter
         assert taken is not None
         taken.lease_owner = "another worker"
     with commits_of(runtime.engine) as commits:
-        completed = routine.record_many(
+        completed = recording.record_many(
             runtime.sessions, [*outcomes[:2], abandoned, outcomes[3]], "w"
         )
     assert completed == [whole]
@@ -195,7 +195,7 @@ def test_record_many_records_a_group_in_one_transaction_with_each_batchs_counter
     # What is left records on its own, and then completes its batch.
     rest = [replace(abandoned, abandoned=False)]
     rest.append(routine.produce(lamp_later, runtime.fetcher, runtime.storage, runner))
-    assert routine.record_many(runtime.sessions, rest, "w") == []  # lamp_png still leased away
+    assert recording.record_many(runtime.sessions, rest, "w") == []  # lamp_png still leased away
     assert batch_of(runtime.sessions, partial).images_done == 2
 
 
@@ -211,7 +211,7 @@ def test_record_group_records_the_others_when_one_image_cannot_be_recorded(
     refused = items[1].id
     refuse_recordings(monkeypatch, lambda image, _refused: image == refused)
 
-    recorded = routine.record_group(runtime.sessions, outcomes, "w")
+    recorded = recording.record_group(runtime.sessions, outcomes, "w")
 
     assert [o.image_id for o in recorded.unrecorded] == [refused]
     assert isinstance(recorded.error, OperationalError)
@@ -262,7 +262,7 @@ def test_one_info_line_per_finished_image_and_debug_lines_per_download_without_s
     routine.handle_image(runtime, good, "w", runner)
     routine.handle_image(runtime, missing, "w", runner)
     # A redelivered image that another worker recorded is not "finished" a second time.
-    routine.record(
+    recording.record(
         runtime.sessions, routine.produce(good, runtime.fetcher, runtime.storage, runner), "w"
     )
 
