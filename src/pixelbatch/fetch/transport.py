@@ -1,10 +1,10 @@
-"""The connection pool of every download and webhook: httpcore's, on the guarded backend.
+"""The connection pools of every download and webhook: httpcore's, on the guarded backend.
 
 Requests go to httpcore directly, without an httpx ``Client`` on top: the client's layers
 (request and response models, cookie extraction, redirect bookkeeping, event hooks) cost a
 48 KB download 1.58 ms of CPU where it now takes 1.36, and none of them was wanted here.
 Redirects are followed by the fetcher, each target through our own URL parser and address
-policy; no cookie is ever stored or sent, as one pool serves many untrusted hosts; no
+policy; no cookie is ever stored or sent, as the pools serve many untrusted hosts; no
 environment proxy applies. httpx still parses URLs (``urls.parse_http_url``) and builds the TLS
 context.
 """
@@ -19,6 +19,7 @@ import httpx
 from pixelbatch.fetch.addresses import AddressPolicy
 from pixelbatch.fetch.config import FetchConfig
 from pixelbatch.fetch.network import GuardedBackend
+from pixelbatch.fetch.pools import OriginPools
 
 # httpcore's failures of the connection or the protocol (its timeouts are caught first).
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -31,15 +32,23 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
 Headers = list[tuple[bytes, bytes]]
 
 
-def build_pool(config: FetchConfig, policy: AddressPolicy) -> httpcore.ConnectionPool:
-    """The shared pool: every connection made by :class:`GuardedBackend`."""
-    return httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=None,
-        max_keepalive_connections=config.concurrency,
-        keepalive_expiry=30.0,
-        network_backend=GuardedBackend(policy),
-    )
+def build_pool(config: FetchConfig, policy: AddressPolicy) -> OriginPools:
+    """The shared pools, a pool per origin (``pools``): every connection made by
+    :class:`GuardedBackend`. An origin keeps up to ``per_host`` idle connections (its slots
+    bound those in use to the same), for the ``concurrency`` origins used last."""
+    ssl_context = httpx.create_ssl_context(trust_env=False)
+    backend = GuardedBackend(policy)
+
+    def make_pool() -> httpcore.ConnectionPool:
+        return httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=None,
+            max_keepalive_connections=config.per_host,
+            keepalive_expiry=30.0,
+            network_backend=backend,
+        )
+
+    return OriginPools(make_pool, keep=config.concurrency)
 
 
 def download_headers(config: FetchConfig) -> Headers:
