@@ -87,6 +87,24 @@ def test_rejects(raw: str, reason: str) -> None:
     assert reason.lower() in info.value.message.lower()
 
 
+_SPACES_AND_CONTROLS = [
+    chr(code)
+    for code in range(0x3100)  # the C0/C1 controls and every Unicode space are below U+3100
+    if chr(code).isspace() or code < 0x20 or 0x7F <= code <= 0x9F
+]
+
+
+@pytest.mark.parametrize("char", _SPACES_AND_CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
+def test_every_space_and_control_character_inside_a_url_is_refused(char: str) -> None:
+    with pytest.raises(InvalidInput, match="spaces or control characters"):
+        parse_http_url(f"http://example.com/a{char}b.jpg")
+
+
+def test_other_characters_pass_the_space_and_control_check() -> None:
+    for char in ("\u00e9", "\u00ad", "\u200b", "\u30a2"):  # é, soft hyphen, ZWSP, katakana
+        assert parse_http_url(f"http://example.com/a{char}b.jpg").host == "example.com"
+
+
 def test_length_limit() -> None:
     url = "https://example.com/" + "a" * 100
     assert parse_http_url(url, max_length=200)
