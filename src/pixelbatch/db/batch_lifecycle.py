@@ -24,15 +24,17 @@ from pixelbatch.db.models import (
     utcnow,
 )
 
+_MARK_STARTED = (
+    update(Batch)
+    .where(Batch.id.in_(bindparam("ids", expanding=True)), Batch.status == BatchStatus.PENDING)
+    .values(status=BatchStatus.PROCESSING, started_at=bindparam("now"))
+)
+
 
 def mark_started(session: Session, batch_ids: Collection[uuid.UUID], now: datetime) -> None:
-    """A pending batch becomes PROCESSING when its first image is leased."""
-    session.execute(
-        update(Batch)
-        .where(Batch.id.in_(list(batch_ids)), Batch.status == BatchStatus.PENDING)
-        .values(status=BatchStatus.PROCESSING, started_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    """A pending batch becomes PROCESSING when its first image is leased (prebuilt: it runs
+    with every claim)."""
+    session.connection().execute(_MARK_STARTED, {"ids": list(batch_ids), "now": now})
 
 
 _ALL_RECORDED = select(

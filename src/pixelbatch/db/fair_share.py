@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import BindParameter, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from pixelbatch.db.models import ACTIVE_BATCH_STATES, Batch, Image, ImageStatus, Priority
@@ -41,7 +41,12 @@ class Contender:
     waiting: bool
 
 
-def claimable_now(now: datetime) -> Any:
+# The claim's moment, bound per execution: the claim's statements are built once (below and
+# in ``db.images``), since building and hashing them anew cost more CPU than running them.
+NOW = bindparam("now", type_=Image.__table__.c.lease_until.type)
+
+
+def claimable_now(now: datetime | BindParameter[datetime]) -> Any:
     """Images no live lease covers: pending, or leased by a holder whose lease ran out."""
     return and_(
         Image.duplicate_of.is_(None),
@@ -66,15 +71,9 @@ def effective_level(
     return priority.rank
 
 
-def contenders(
-    session: Session,
-    now: datetime,
-    *,
-    aging_seconds: float | None,
-    batch_id: uuid.UUID | None = None,
-) -> list[Contender]:
-    """Every active batch (or only ``batch_id``) with its live lease count and whether it
-    has claimable images, in one statement whatever the number of batches.
+def _contenders_statement(*, one_batch: bool) -> Select[Any]:
+    """Every active batch (or the one bound as ``batch_id``) with its live lease count and
+    whether it has claimable images, in one statement whatever the number of batches.
 
     Written so that its cost follows the number of active batches and of images in flight,
     never the number of images: the live counts are one aggregate over the live leases
@@ -84,7 +83,7 @@ def contenders(
     """
     live = (
         select(Image.batch_id, func.count().label("live"))
-        .where(Image.status == ImageStatus.PROCESSING, Image.lease_until >= now)
+        .where(Image.status == ImageStatus.PROCESSING, Image.lease_until >= NOW)
         .group_by(Image.batch_id)
         .subquery()
     )
@@ -99,7 +98,7 @@ def contenders(
         )
 
     pending = probe(Image.status == ImageStatus.PENDING)
-    expired = probe(Image.status == ImageStatus.PROCESSING, Image.lease_until < now)
+    expired = probe(Image.status == ImageStatus.PROCESSING, Image.lease_until < NOW)
     query = (
         select(
             Batch.id,
@@ -113,8 +112,31 @@ def contenders(
         .outerjoin(live, live.c.batch_id == Batch.id)
         .where(Batch.status.in_(ACTIVE_BATCH_STATES))
     )
-    if batch_id is not None:
-        query = query.where(Batch.id == batch_id)
+    if one_batch:
+        query = query.where(Batch.id == bindparam("batch_id"))
+    return query
+
+
+_CONTENDERS = _contenders_statement(one_batch=False)
+_CONTENDERS_OF_BATCH = _contenders_statement(one_batch=True)
+_OPTIONS = select(Batch.id, Batch.options).where(Batch.id.in_(bindparam("ids", expanding=True)))
+
+
+def contenders(
+    session: Session,
+    now: datetime,
+    *,
+    aging_seconds: float | None,
+    batch_id: uuid.UUID | None = None,
+) -> list[Contender]:
+    """Every active batch (or only ``batch_id``) as the next claim sees it
+    (``_contenders_statement``)."""
+    if batch_id is None:
+        rows = session.connection().execute(_CONTENDERS, {"now": now})
+    else:
+        rows = session.connection().execute(
+            _CONTENDERS_OF_BATCH, {"now": now, "batch_id": batch_id}
+        )
     return [
         Contender(
             batch_id=row.id,
@@ -124,7 +146,7 @@ def contenders(
             live=int(row.live),
             waiting=row.work is not None,
         )
-        for row in session.execute(query)
+        for row in rows
     ]
 
 
@@ -132,7 +154,7 @@ def options_of(session: Session, batch_ids: list[uuid.UUID]) -> dict[uuid.UUID, 
     """The processing options of the batches a claim serves (read only for those)."""
     if not batch_ids:
         return {}
-    rows = session.execute(select(Batch.id, Batch.options).where(Batch.id.in_(batch_ids)))
+    rows = session.connection().execute(_OPTIONS, {"ids": batch_ids})
     return {row.id: row.options for row in rows}
 
 

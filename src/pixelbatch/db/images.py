@@ -7,6 +7,7 @@ UPDATE matches no row and it knows it lost. Callers own the transaction; nothing
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import CompoundSelect, Integer, Select, bindparam, func, select, union_all, update
 from sqlalchemy.orm import Session
 
 from pixelbatch.db import batch_lifecycle, fair_share, recording
@@ -84,6 +85,7 @@ def claim_images(
     """
     if limit <= 0:
         return []
+    session.flush()  # the prebuilt statements run on the connection: no autoflush there
     now = utcnow()
     field = fair_share.contenders(session, now, aging_seconds=aging_seconds, batch_id=batch_id)
     claimed: list[ClaimedImage] = []
@@ -110,6 +112,41 @@ def claim_images(
 UNION_TERMS = 200
 
 
+@functools.lru_cache(maxsize=64)
+def _claim_statement(terms: int, postgres: bool) -> Select[Any] | CompoundSelect[Any]:
+    """The first ``take_<n>`` claimable images of each batch ``batch_<n>``, n < ``terms``.
+
+    Built once per number of terms: a claim runs every few images, and building and hashing
+    these statements anew cost more CPU than the database spent on them."""
+    parts: list[Select[*tuple[Any, ...]]] = []
+    for n in range(terms):
+        part = (
+            select(Image.id, Image.batch_id, Image.url, Image.position, Product.row_number)
+            .join(Product, Product.id == Image.product_id)
+            .where(
+                Image.batch_id == bindparam(f"batch_{n}"), fair_share.claimable_now(fair_share.NOW)
+            )
+            .order_by(Image.id)
+            .limit(bindparam(f"take_{n}", type_=Integer))
+        )
+        if postgres:
+            part = part.with_for_update(skip_locked=True, of=Image)
+        parts.append(part)
+    return parts[0] if terms == 1 else union_all(*(select(p.subquery()) for p in parts))
+
+
+_LEASE = (
+    update(Image)
+    .where(Image.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=ImageStatus.PROCESSING,
+        lease_owner=bindparam("owner"),
+        lease_until=bindparam("until"),
+        attempts=Image.attempts + 1,
+    )
+)
+
+
 def _claim_planned(
     session: Session,
     planned: list[tuple[fair_share.Contender, int]],
@@ -121,35 +158,25 @@ def _claim_planned(
     """Lease what ``planned`` asks of each batch: one SELECT (a ``UNION ALL`` of each
     batch's first claimable images, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), one UPDATE,
     one start mark, however many batches the plan names."""
-    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
     rows: list[Any] = []
     for start in range(0, len(planned), UNION_TERMS):
-        parts = []
-        for contender, take in planned[start : start + UNION_TERMS]:
-            part = (
-                select(Image.id, Image.batch_id, Image.url, Image.position, Product.row_number)
-                .join(Product, Product.id == Image.product_id)
-                .where(Image.batch_id == contender.batch_id, fair_share.claimable_now(now))
-                .order_by(Image.id)
-                .limit(take)
-            )
-            if postgres:
-                part = part.with_for_update(skip_locked=True, of=Image)
-            parts.append(part)
-        query = parts[0] if len(parts) == 1 else union_all(*(select(p.subquery()) for p in parts))
-        rows.extend(session.execute(query).all())
+        terms = planned[start : start + UNION_TERMS]
+        params: dict[str, Any] = {"now": now}
+        for n, (contender, take) in enumerate(terms):
+            params[f"batch_{n}"] = contender.batch_id
+            params[f"take_{n}"] = take
+        rows.extend(conn.execute(_claim_statement(len(terms), postgres), params).all())
     if not rows:
         return []
-    session.execute(
-        update(Image)
-        .where(Image.id.in_([r.id for r in rows]))
-        .values(
-            status=ImageStatus.PROCESSING,
-            lease_owner=owner,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=Image.attempts + 1,
-        )
-        .execution_options(synchronize_session=False)
+    conn.execute(
+        _LEASE,
+        {
+            "ids": [r.id for r in rows],
+            "owner": owner,
+            "until": now + timedelta(seconds=lease_seconds),
+        },
     )
     batch_lifecycle.mark_started(session, {r.batch_id for r in rows}, now)
     levels = {contender.batch_id: contender.level for contender, _ in planned}
