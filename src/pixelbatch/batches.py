@@ -53,7 +53,9 @@ def batch_detail(runtime: Runtime, batch_id: uuid.UUID, *, tenant: str) -> Batch
     with reading(runtime.sessions) as session:
         batch = _owned(session, batch_id, tenant)
         errors = batch_reads.error_summary(session, batch_id) if batch.images_failed else []
-        webhook = batch_reads.latest_delivery(session, batch_id)
+        # Deliveries exist only for a batch uploaded with a webhook (``complete_batch``): one
+        # query fewer on every status poll of the others.
+        webhook = batch_reads.latest_delivery(session, batch_id) if batch.webhook_url else None
     return BatchDetail(batch=batch, errors=errors, webhook=webhook)
 
 
