@@ -30,6 +30,7 @@ from pebble import ProcessExpired, ProcessPool
 from pebble.pool.process import WORKERS_NAME
 
 from pixelbatch.errors import ImageError
+from pixelbatch.jobs.memory import TRIM_BEFORE_BYTES, trim_heap
 from pixelbatch.transform import TransformOptions, TransformResult, transform
 
 TransformRunner = Callable[[bytes, TransformOptions], TransformResult]
@@ -48,9 +49,17 @@ def inline_runner(max_pixels: int) -> TransformRunner:
     one_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelbatch-transform")
 
     def run(data: bytes, options: TransformOptions) -> TransformResult:
-        return one_thread.submit(transform, data, options, max_pixels=max_pixels).result()
+        return one_thread.submit(_transform_and_trim, data, options, max_pixels).result()
 
     return run
+
+
+def _transform_and_trim(data: bytes, options: TransformOptions, max_pixels: int) -> TransformResult:
+    """``transform``, the heap trimmed first when the source is large (``memory.trim_heap``):
+    its peak then adds to what the process truly holds, not to garbage left in the heap."""
+    if len(data) >= TRIM_BEFORE_BYTES:
+        trim_heap()
+    return transform(data, options, max_pixels=max_pixels)
 
 
 TRANSFORM_NICENESS = 10
@@ -123,10 +132,7 @@ class TransformPool:
             pool = self._pool
             try:
                 future = pool.schedule(
-                    transform,
-                    (data, options),
-                    {"max_pixels": self.max_pixels},
-                    timeout=self.timeout,
+                    _transform_and_trim, (data, options, self.max_pixels), timeout=self.timeout
                 )
             except RuntimeError:  # pebble's word for a broken or closed pool
                 self._replace(pool)
