@@ -75,14 +75,16 @@ class GroupRecorder:
 
     def _next_group(self) -> tuple[list[Outcome], bool]:
         """Wait for one outcome, then gather what else finishes within ``GROUP_WINDOW``
-        (``MAX_GROUP`` at most); True once ``stop`` was asked."""
+        (``MAX_GROUP`` at most); True once ``stop`` was asked. The group closes at once when
+        it holds every image the worker has leased: nothing else can join it, and a batch's
+        last images (or a lone urgent one) would otherwise wait out the window."""
         group: list[Outcome] = []
         outcome = self._queue.get()
         closes = time.monotonic() + GROUP_WINDOW
         while outcome is not None:
             group.append(outcome)
             left = closes - time.monotonic()
-            if len(group) >= MAX_GROUP or left <= 0:
+            if len(group) >= MAX_GROUP or left <= 0 or len(group) >= len(self._leases):
                 return group, False
             try:
                 outcome = self._queue.get(timeout=left)

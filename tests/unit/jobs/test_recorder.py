@@ -3,8 +3,13 @@ are kept until then, and a batch it completes is finalised."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from pixelbatch.db.models import BatchStatus
 from pixelbatch.demo.server import ImageServer
+from pixelbatch.jobs import recorder as recorder_module
 from pixelbatch.jobs import routine
 from pixelbatch.jobs.leases import LeaseKeeper
 from pixelbatch.jobs.recorder import GroupRecorder
@@ -74,5 +79,28 @@ def test_a_lone_outcome_is_recorded_when_its_group_window_closes(
         wait_for(lambda: recorded == [1])
         assert image_statuses(runtime.sessions, batch_id) == {"DONE": 1, "PROCESSING": 1}
         assert batch_of(runtime.sessions, batch_id).status == BatchStatus.PROCESSING
+    finally:
+        recorder.stop()
+
+
+def test_a_group_holding_every_leased_image_is_recorded_without_waiting_out_its_window(
+    runtime: Runtime, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "GROUP_WINDOW", 600.0)  # never closes by time here
+    batch_id = upload(runtime, [["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg")]])
+    first, second = claim_all(runtime, "w")
+    runner = inline_runner(runtime.settings.max_pixels)
+    leases = LeaseKeeper(runtime, "w")
+    leases.hold([first.id, second.id])
+    recorded: list[int] = []
+    recorder = GroupRecorder(runtime, "w", leases, lambda: recorded.append(len(leases)))
+    recorder.start()
+    try:
+        recorder.submit(routine.produce(first, runtime.fetcher, runtime.storage, runner))
+        time.sleep(0.3)
+        assert recorded == []  # the second leased image may still join this group
+        recorder.submit(routine.produce(second, runtime.fetcher, runtime.storage, runner))
+        wait_for(lambda: recorded == [0])  # one group, both leases released by then
+        assert image_statuses(runtime.sessions, batch_id) == {"DONE": 2}
     finally:
         recorder.stop()
