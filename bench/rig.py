@@ -80,6 +80,7 @@ class Rig:
             wl.megapixels,
             res["seconds"],
             failed=res["counts"]["images_failed"],
+            errors=res["errors"],  # the status's summary: code, count, an example message
             status=res["status"],
             upload_s=round(res["upload_s"], 3),
             bytes_in=res["bytes_in"],

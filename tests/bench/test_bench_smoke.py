@@ -25,7 +25,7 @@ def test_quick_embedded_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert key in report
     assert report["corpus"]["kind"] == "synthetic"
     embedded = report["results"]["embedded"]
-    assert embedded["failed"] == 0
+    assert embedded["failed"] == 0, [r["errors"] for r in embedded["rounds"]]
     assert embedded["median_images_per_s"] > 0
     assert embedded["median_mp_per_s"] > 0
     assert embedded["rounds"][0]["images"] == 12
