@@ -3,9 +3,9 @@
 httpcore's pool walks all of its connections on every request and every response close,
 and its idle-connection check is quadratic in them (``_assign_requests_to_connections``).
 One pool shared by 32 download threads over many suppliers therefore spent ~8% of the
-embedded API's CPU in that walk on the benchmark's main table. A pool per origin holds at
-most ``FETCH_PER_HOST`` connections (the fetcher's per-host slots bound them), so each
-walk is short, whatever the number of suppliers.
+embedded API's CPU in that walk on the benchmark's main table. A pool per origin keeps at
+most ``FETCH_PER_HOST`` idle connections, and the fetcher's per-host slots bound its
+downloads to as many, so each walk is short, whatever the number of suppliers.
 """
 
 from __future__ import annotations
