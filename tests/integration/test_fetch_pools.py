@@ -1,7 +1,9 @@
-"""A connection pool per origin: kept for the origins used last, never closed under a request."""
+"""A connection pool per origin: kept for the origins used last while not idle too long,
+never closed under a request."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpcore
@@ -61,7 +63,7 @@ def test_a_pool_with_a_request_in_flight_is_not_closed_under_it(
         made.append(_RecordingPool())
         return made[-1]
 
-    pools = OriginPools(make_pool, keep=1)
+    pools = OriginPools(make_pool, keep=1, idle_expiry=600)
     try:
         with pools.stream("GET", httpcore.URL(a.url("/image.png"))) as response:
             # Another origin past the bound of one: a's pool is in use, so it stays.
@@ -80,3 +82,30 @@ def test_a_pool_with_a_request_in_flight_is_not_closed_under_it(
     assert made[2].closed
     with pytest.raises(RuntimeError, match="closed"), pools.stream("GET", httpcore.URL(a.url("/"))):
         pass
+
+
+def test_a_pool_idle_past_its_keep_alive_expiry_is_closed(origins: list[fs.TestServer]) -> None:
+    """httpcore expires a pool's connections only when that pool is used again: an origin
+    never asked again must not keep its sockets open."""
+    a, b, _ = origins
+    made: list[_RecordingPool] = []
+
+    def make_pool() -> httpcore.ConnectionPool:
+        made.append(_RecordingPool())
+        return made[-1]
+
+    pools = OriginPools(make_pool, keep=10, idle_expiry=0.2)
+    try:
+        with pools.stream("GET", httpcore.URL(a.url("/image.png"))) as response:
+            response.read()
+        with pools.stream("GET", httpcore.URL(b.url("/image.png"))) as response:
+            response.read()
+        assert not made[0].closed  # used a moment ago
+        time.sleep(0.4)
+        with pools.stream("GET", httpcore.URL(b.url("/image.png"))) as response:
+            response.read()
+        assert made[0].closed  # a: idle past the expiry
+        assert not made[1].closed  # b: in use when the walk ran
+        assert len(pools) == 1
+    finally:
+        pools.close()

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from pixelbatch.errors import ImageError
-from pixelbatch.jobs import transform_pool
+from pixelbatch.jobs import memory, transform_pool
 from pixelbatch.transform import TransformOptions, TransformResult, transform
 
 
@@ -28,6 +28,27 @@ def _jpeg() -> bytes:
 def test_inline_runner_transforms_for_real() -> None:
     result = transform_pool.inline_runner(50_000_000)(_jpeg(), TransformOptions())
     assert (result.width, result.height, result.content_type) == (64, 48, "image/jpeg")
+
+
+def test_the_heap_is_trimmed_before_a_large_source_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[bool] = []
+    real_trim = memory.trim_heap
+
+    def counted_trim() -> bool:
+        trims.append(real_trim())
+        return trims[-1]
+
+    monkeypatch.setattr("pixelbatch.jobs.transform_pool.trim_heap", counted_trim)
+    noise = Image.frombytes("RGB", (1200, 1000), os.urandom(1200 * 1000 * 3))
+    buf = io.BytesIO()
+    noise.save(buf, "JPEG", quality=95)
+    large = buf.getvalue()
+    assert len(large) >= memory.TRIM_BEFORE_BYTES
+    run = transform_pool.inline_runner(50_000_000)
+    run(_jpeg(), TransformOptions())
+    assert trims == []
+    assert run(large, TransformOptions()).width == 1200
+    assert trims == [True]
 
 
 def test_inline_runner_runs_one_transform_at_a_time_on_one_thread(

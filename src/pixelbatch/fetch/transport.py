@@ -32,10 +32,13 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
 Headers = list[tuple[bytes, bytes]]
 
 
+KEEPALIVE_EXPIRY = 30.0
+
+
 def build_pool(config: FetchConfig, policy: AddressPolicy) -> OriginPools:
     """The shared pools, a pool per origin (``pools``): every connection made by
-    :class:`GuardedBackend`. An origin keeps up to ``per_host`` idle connections (its slots
-    bound those in use to the same), for the ``concurrency`` origins used last."""
+    :class:`GuardedBackend`. An origin keeps up to ``per_host`` idle connections for
+    ``KEEPALIVE_EXPIRY`` seconds, for the ``concurrency`` origins used last."""
     ssl_context = httpx.create_ssl_context(trust_env=False)
     backend = GuardedBackend(policy)
 
@@ -44,11 +47,11 @@ def build_pool(config: FetchConfig, policy: AddressPolicy) -> OriginPools:
             ssl_context=ssl_context,
             max_connections=None,
             max_keepalive_connections=config.per_host,
-            keepalive_expiry=30.0,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
             network_backend=backend,
         )
 
-    return OriginPools(make_pool, keep=config.concurrency)
+    return OriginPools(make_pool, keep=config.concurrency, idle_expiry=KEEPALIVE_EXPIRY)
 
 
 def download_headers(config: FetchConfig) -> Headers:

@@ -22,28 +22,27 @@ ARENA_MAX = 2
 
 
 @functools.cache
-def _libc() -> Any | None:
-    """glibc, or None where the C library is something else."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc_function(name: str, *argtypes: Any) -> Any | None:
+    """The C library's ``name`` (taking ``argtypes``, returning an int), or None where it
+    has no such function (not glibc)."""
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        libc.mallopt.restype = ctypes.c_int
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        libc.malloc_trim.restype = ctypes.c_int
+        function = getattr(ctypes.CDLL(library), name)
     except (OSError, AttributeError):
         return None
-    return libc
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
 
 
 def tune_malloc() -> bool:
     """Apply the settings above to this process; False where the C library is not glibc."""
-    libc = _libc()
-    if libc is None:
+    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
         return False
-    applied = bool(libc.mallopt(_M_ARENA_MAX, ARENA_MAX))
+    applied = bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
     if not applied:
         log.warning("mallopt refused the memory settings; worker memory may run higher")
     return applied
@@ -61,8 +60,8 @@ def trim_heap() -> bool:
     in the process's memory. A large image then peaks on top of it: workers measured
     288-290 MB peak on the benchmark corpus, but once 321 MB. Trimming before each large
     image costs about a millisecond; False where the C library is not glibc."""
-    libc = _libc()
-    if libc is None:
+    malloc_trim = _libc_function("malloc_trim", ctypes.c_size_t)
+    if malloc_trim is None:
         return False
-    libc.malloc_trim(0)
+    malloc_trim(0)
     return True
