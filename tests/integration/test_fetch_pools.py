@@ -53,17 +53,27 @@ class _RecordingPool(httpcore.ConnectionPool):
         super().close()
 
 
-def test_a_pool_with_a_request_in_flight_is_not_closed_under_it(
-    origins: list[fs.TestServer],
-) -> None:
-    a, b, c = origins
+def _recording_pools(keep: int, idle_expiry: float) -> tuple[OriginPools, list[_RecordingPool]]:
+    """Pools of real connection pools, and the list of those made, in order."""
     made: list[_RecordingPool] = []
 
     def make_pool() -> httpcore.ConnectionPool:
         made.append(_RecordingPool())
         return made[-1]
 
-    pools = OriginPools(make_pool, keep=1, idle_expiry=600)
+    return OriginPools(make_pool, keep=keep, idle_expiry=idle_expiry), made
+
+
+def _get(pools: OriginPools, server: fs.TestServer) -> None:
+    with pools.stream("GET", httpcore.URL(server.url("/image.png"))) as response:
+        assert response.read() == fs.IMAGE
+
+
+def test_a_pool_with_a_request_in_flight_is_not_closed_under_it(
+    origins: list[fs.TestServer],
+) -> None:
+    a, b, c = origins
+    pools, made = _recording_pools(keep=1, idle_expiry=600)
     try:
         with pools.stream("GET", httpcore.URL(a.url("/image.png"))) as response:
             # Another origin past the bound of one: a's pool is in use, so it stays.
@@ -72,9 +82,7 @@ def test_a_pool_with_a_request_in_flight_is_not_closed_under_it(
             assert not made[0].closed
             assert b"".join(response.iter_stream()) == fs.IMAGE
         assert len(pools) == 2  # both unused now, one over the bound until the next request
-        with pools.stream("GET", httpcore.URL(c.url("/image.png"))) as response:
-            assert response.status == 200
-            response.read()
+        _get(pools, c)
         assert [pool.closed for pool in made] == [True, True, False]
         assert len(pools) == 1
     finally:
@@ -88,22 +96,13 @@ def test_a_pool_idle_past_its_keep_alive_expiry_is_closed(origins: list[fs.TestS
     """httpcore expires a pool's connections only when that pool is used again: an origin
     never asked again must not keep its sockets open."""
     a, b, _ = origins
-    made: list[_RecordingPool] = []
-
-    def make_pool() -> httpcore.ConnectionPool:
-        made.append(_RecordingPool())
-        return made[-1]
-
-    pools = OriginPools(make_pool, keep=10, idle_expiry=0.2)
+    pools, made = _recording_pools(keep=10, idle_expiry=0.2)
     try:
-        with pools.stream("GET", httpcore.URL(a.url("/image.png"))) as response:
-            response.read()
-        with pools.stream("GET", httpcore.URL(b.url("/image.png"))) as response:
-            response.read()
+        _get(pools, a)
+        _get(pools, b)
         assert not made[0].closed  # used a moment ago
         time.sleep(0.4)
-        with pools.stream("GET", httpcore.URL(b.url("/image.png"))) as response:
-            response.read()
+        _get(pools, b)
         assert made[0].closed  # a: idle past the expiry
         assert not made[1].closed  # b: in use when the walk ran
         assert len(pools) == 1
