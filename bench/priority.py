@@ -50,7 +50,8 @@ def measure_priority(rig: Rig, r: int) -> None:
             URGENT_IMAGES,
             busy_wl.megapixels,
             busy["seconds"],
-            failed=busy["counts"]["images_failed"],
+            failed=busy["counts"]["images_failed"] + idle["counts"]["images_failed"],
+            errors=busy["errors"] + idle["errors"],  # the statuses' summaries
             status=busy["status"],
             idle_s=round(idle["seconds"], 3),
             busy_over_idle=round(busy["seconds"] / idle["seconds"], 3),

@@ -65,7 +65,7 @@ def test_quick_priority_report(tmp_path: Path) -> None:
     assert priority["median_idle_s"] > 0 and priority["median_busy_s"] > 0
     assert priority["big_images"] >= 240
     [sample] = report["results"]["priority"]["rounds"]
-    assert sample["status"] == "COMPLETED" and sample["failed"] == 0
+    assert sample["status"] == "COMPLETED" and sample["failed"] == 0, sample["errors"]
     assert sample["big_status_when_high_finished"] == "PROCESSING"
     target = "10-image high batch under a large one / idle (median)"
     assert any(t["target"] == target and t["value"] is not None for t in report["targets"])
