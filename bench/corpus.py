@@ -21,6 +21,7 @@ import json
 import random
 import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -328,19 +329,56 @@ def _synthetic_sources(n: int = 8) -> list[Image.Image]:
 
 def build(kind: str, log: callable = print) -> Corpus:  # type: ignore[valid-type]
     """kind: ``full`` (photos, ~48 files), ``quick`` (photos, 8 small files) or
-    ``synthetic`` (generated, 8 small files, nothing installed)."""
-    directory = CACHE / f"corpus-{kind}"
-    manifest = directory / MANIFEST
-    if manifest.exists():
-        meta = json.loads(manifest.read_text())
-        if meta.get("version") == CORPUS_VERSION:
-            files = [CorpusFile(**{**f, "groups": tuple(f["groups"])}) for f in meta["files"]]
-            if all((directory / f.name).exists() for f in files):
-                return Corpus(kind, directory, files)
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    ``synthetic`` (generated, 8 small files, nothing installed).
 
+    Built in a directory of its own, then renamed into place: several benchmarks (the
+    smoke tests, in parallel) may build the same corpus at once while another already
+    serves it, and a directory emptied and refilled under a running image server answered
+    404 for the files it had listed."""
+    directory = CACHE / f"corpus-{kind}"
+    cached = _cached(kind, directory)
+    if cached is not None:
+        return cached
+    CACHE.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".corpus-{kind}-", dir=CACHE))
+    try:
+        files = _write_corpus(kind, staging, log)
+        if directory.exists():
+            cached = _cached(kind, directory)
+            if cached is not None:  # another build landed meanwhile: the same files
+                return cached
+            stale = Path(tempfile.mkdtemp(prefix=f".stale-{kind}-", dir=CACHE))
+            directory.rename(stale / "corpus")  # an older version: out of the way first
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            staging.rename(directory)
+        except OSError:
+            cached = _cached(kind, directory)
+            if cached is None:
+                raise
+            return cached  # another build landed between the check and the rename
+        return Corpus(kind, directory, files)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once renamed
+
+
+def _cached(kind: str, directory: Path) -> Corpus | None:
+    """The corpus already built in ``directory``, if it is complete and current."""
+    manifest = directory / MANIFEST
+    if not manifest.exists():
+        return None
+    meta = json.loads(manifest.read_text())
+    if meta.get("version") != CORPUS_VERSION:
+        return None
+    files = [CorpusFile(**{**f, "groups": tuple(f["groups"])}) for f in meta["files"]]
+    if not all((directory / f.name).exists() for f in files):
+        return None
+    return Corpus(kind, directory, files)
+
+
+def _write_corpus(kind: str, directory: Path, log: callable) -> list[CorpusFile]:  # type: ignore[valid-type]
+    """Render every file of the ``kind`` corpus into ``directory``, manifest last."""
+    manifest = directory / MANIFEST
     if kind == "synthetic":
         images: list[Image.Image] | None = _synthetic_sources()
         source_names = [f"synthetic-{i}" for i in range(len(images))]
@@ -398,7 +436,7 @@ def build(kind: str, log: callable = print) -> Corpus:  # type: ignore[valid-typ
             indent=1,
         )
     )
-    return Corpus(kind, directory, files)
+    return files
 
 
 if __name__ == "__main__":
