@@ -1,4 +1,5 @@
-"""The retry policy of one fetch (pixelbatch.fetch.retries), on a fake clock."""
+"""The retry policy of one fetch (pixelbatch.fetch.retries), on a fake clock, through
+``call_with_retries`` as the fetcher uses it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 import pytest
 
 from pixelbatch.errors import FetchError
-from pixelbatch.fetch import FetchConfig
-from pixelbatch.fetch.retries import retry_policy
+from pixelbatch.fetch import FetchConfig, retries
+from pixelbatch.fetch.retries import call_with_retries
 from pixelbatch.settings import Settings
 
 
@@ -32,18 +33,26 @@ def _config(**settings: Any) -> FetchConfig:
     return FetchConfig.from_settings(Settings(**{**base, **settings}))
 
 
-def _run(config: FetchConfig, clock: Clock, failures: list[FetchError], deadline: float) -> Any:
-    """Runs the policy over a call that raises ``failures`` in turn, then returns "ok"."""
-    calls = iter(failures)
+def _run(
+    config: FetchConfig,
+    clock: Clock,
+    failures: list[FetchError],
+    deadline: float,
+    calls: list[int] | None = None,
+) -> Any:
+    """Runs a call that raises ``failures`` in turn, then returns "ok", under the policy;
+    each real call is appended to ``calls``."""
+    pending = iter(failures)
+    made = calls if calls is not None else []
 
     def call() -> str:
-        failure = next(calls, None)
+        made.append(len(made) + 1)
+        failure = next(pending, None)
         if failure is not None:
             raise failure
         return "ok"
 
-    policy = retry_policy(config, deadline, sleep=clock.sleep, clock=clock)
-    return policy(call)
+    return call_with_retries(config, deadline, call, sleep=clock.sleep, clock=clock)
 
 
 def _retryable(retry_after: float | None = None) -> FetchError:
@@ -52,8 +61,21 @@ def _retryable(retry_after: float | None = None) -> FetchError:
 
 def test_retryable_errors_are_retried_until_success() -> None:
     clock = Clock()
-    assert _run(_config(), clock, [_retryable(), _retryable()], clock.now + 60) == "ok"
+    calls: list[int] = []
+    assert _run(_config(), clock, [_retryable(), _retryable()], clock.now + 60, calls) == "ok"
     assert len(clock.sleeps) == 2
+    assert calls == [1, 2, 3]  # the first failure is not tried twice
+
+
+def test_a_first_success_builds_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_policy(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the policy was built for a call that succeeded at once")
+
+    monkeypatch.setattr(retries, "retry_policy", no_policy)
+    clock = Clock()
+    assert _run(_config(), clock, [], clock.now + 60) == "ok"
+    with pytest.raises(AssertionError, match="policy was built"):
+        _run(_config(), clock, [_retryable()], clock.now + 60)
 
 
 def test_final_error_is_not_retried() -> None:
@@ -68,10 +90,12 @@ def test_final_error_is_not_retried() -> None:
 def test_last_error_is_raised_after_all_retries() -> None:
     clock = Clock()
     failures = [_retryable() for _ in range(5)]
+    calls: list[int] = []
     with pytest.raises(FetchError) as info:
-        _run(_config(fetch_retries=2), clock, failures, clock.now + 60)
+        _run(_config(fetch_retries=2), clock, failures, clock.now + 60, calls)
     assert info.value is failures[2]  # the third attempt's error, not tenacity's
     assert len(clock.sleeps) == 2
+    assert calls == [1, 2, 3]
 
 
 def test_backoff_is_exponential_with_full_jitter() -> None:

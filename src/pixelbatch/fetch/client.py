@@ -23,7 +23,7 @@ from pixelbatch.fetch.addresses import AddressPolicy
 from pixelbatch.fetch.config import FetchConfig
 from pixelbatch.fetch.decoding import BoundedDecoder
 from pixelbatch.fetch.network import finish_response, total_deadline
-from pixelbatch.fetch.retries import retry_policy
+from pixelbatch.fetch.retries import call_with_retries
 from pixelbatch.fetch.urls import loggable_url, parse_http_url
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Fetcher:
 
         try:
             with total_deadline(deadline):
-                data, content_type, final = retry_policy(self.config, deadline)(attempt)
+                data, content_type, final = call_with_retries(self.config, deadline, attempt)
         except FetchError as exc:
             log.debug(
                 "GET %s failed after %d attempt(s) in %.0f ms: %s",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
@@ -17,6 +18,8 @@ from tenacity.wait import wait_base, wait_random_exponential
 
 from pixelbatch.errors import FetchError
 from pixelbatch.fetch.config import FetchConfig
+
+T = TypeVar("T")
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -67,3 +70,36 @@ def retry_policy(
         sleep=sleep,
         reraise=True,
     )
+
+
+def call_with_retries(
+    config: FetchConfig,
+    deadline: float,
+    call: Callable[[], T],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """``call()`` under :func:`retry_policy`, which is only built once the first attempt
+    has failed in a way worth retrying.
+
+    Nearly every download succeeds at once, and building tenacity's objects for each one
+    cost the API process more CPU than parsing the URL. The first failure is handed to the
+    policy as its first attempt's outcome, so the waits, the attempt count and the deadline
+    are exactly the policy's."""
+    try:
+        return call()
+    except FetchError as exc:
+        if not exc.retryable:
+            raise
+        first = exc
+    replayed = False
+
+    def again() -> T:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise first
+        return call()
+
+    return retry_policy(config, deadline, sleep=sleep, clock=clock)(again)
