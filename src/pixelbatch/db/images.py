@@ -15,8 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Integer, Select, bindparam, func, select, union_all, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    CompoundSelect,
+    Integer,
+    Select,
+    bindparam,
+    exists,
+    func,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.orm import Session, aliased
 
 from pixelbatch.db import batch_lifecycle, fair_share, recording
 from pixelbatch.db.models import (
@@ -43,6 +53,9 @@ class ClaimedImage:
     # When its batch was accepted and when this lease began: the queue stage of the metrics.
     queued_at: datetime | None = None
     claimed_at: datetime | None = None
+    # Other images of its batch repeat its URL and take its result (``link_duplicate_urls``,
+    # at intake, before any claim): without them, recording skips their UPDATE.
+    has_copies: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,10 +131,14 @@ def _claim_statement(terms: int, postgres: bool) -> Select[Any] | CompoundSelect
 
     Built once per number of terms: a claim runs every few images, and building and hashing
     these statements anew cost more CPU than the database spent on them."""
+    copy = aliased(Image)
+    has_copies = exists().where(copy.duplicate_of == Image.id).label("has_copies")
     parts: list[Select[*tuple[Any, ...]]] = []
     for n in range(terms):
         part = (
-            select(Image.id, Image.batch_id, Image.url, Image.position, Product.row_number)
+            select(
+                Image.id, Image.batch_id, Image.url, Image.position, Product.row_number, has_copies
+            )
             .join(Product, Product.id == Image.product_id)
             .where(
                 Image.batch_id == bindparam(f"batch_{n}"), fair_share.claimable_now(fair_share.NOW)
@@ -192,6 +209,7 @@ def _claim_planned(
             priority=levels[r.batch_id],
             queued_at=created[r.batch_id],
             claimed_at=now,
+            has_copies=bool(r.has_copies),
         )
         for r in rows
     ]
@@ -298,6 +316,7 @@ def record_success(
     owner: str,
     outcome: ImageSuccess,
     owed: recording.BatchTotals | None = None,
+    has_copies: bool = True,
 ) -> int:
     """Record a processed image once. How many images that recorded (``recording.record``); 0 when
     the lease was lost to another worker."""
@@ -329,6 +348,7 @@ def record_success(
             "images_grew": int(outcome.grew),
         },
         owed,
+        has_copies,
     )
 
 
@@ -340,6 +360,7 @@ def record_failure(
     message: str,
     duration_ms: float,
     owed: recording.BatchTotals | None = None,
+    has_copies: bool = True,
 ) -> int:
     return recording.record(
         session,
@@ -353,6 +374,7 @@ def record_failure(
         },
         {"images_failed": 1},
         owed,
+        has_copies,
     )
 
 

@@ -99,11 +99,13 @@ def record(
     values: dict[str, Any],
     batch_totals: dict[str, int],
     owed: BatchTotals | None = None,
+    has_copies: bool = True,
 ) -> int:
     """Set an image's final values if we still hold its lease, copy them to the images of
     the same batch that repeat its URL (fetched once, recorded for each), and add
     ``batch_totals`` (what one image adds to the batch's counters) once per image recorded:
-    now, or into ``owed`` for the caller to flush before it commits.
+    now, or into ``owed`` for the caller to flush before it commits. ``has_copies`` False
+    (the claim found no repeat of the image) spares the copies' UPDATE.
     Returns how many images were recorded (it and its copies; the metrics count them): 0,
     and nothing changed, when the lease was lost."""
     statements = _statements_for(tuple(values))
@@ -113,7 +115,7 @@ def record(
     batch_id = connection.execute(statements.finish, params).scalar_one_or_none()
     if batch_id is None:
         return 0
-    copies = connection.execute(statements.copies, params).rowcount
+    copies = connection.execute(statements.copies, params).rowcount if has_copies else 0
     count = 1 + int(copies)
     pending = owed if owed is not None else BatchTotals()
     pending.add(batch_id, batch_totals, count)

@@ -49,6 +49,8 @@ class Outcome:
     # Seconds per stage reached (queue, download, transform, store), and where it failed.
     stages: dict[str, float] = field(default_factory=dict)
     failed_stage: str | None = None
+    # Whether other images repeat its URL (``ClaimedImage.has_copies``).
+    has_copies: bool = True
 
 
 def record(
@@ -145,7 +147,9 @@ def record_group(
 
 def _record_one(session: Session, outcome: Outcome, owner: str, owed: recording.BatchTotals) -> int:
     if outcome.success is not None:
-        return images.record_success(session, outcome.image_id, owner, outcome.success, owed)
+        return images.record_success(
+            session, outcome.image_id, owner, outcome.success, owed, outcome.has_copies
+        )
     return images.record_failure(
         session,
         outcome.image_id,
@@ -154,6 +158,7 @@ def _record_one(session: Session, outcome: Outcome, owner: str, owed: recording.
         outcome.error_message or "failed",
         outcome.duration_ms,
         owed,
+        outcome.has_copies,
     )
 
 

@@ -94,6 +94,7 @@ def produce(
             url=item.url,
             stages=stages,
             failed_stage=None if success is not None else stage,
+            has_copies=item.has_copies,
         )
 
     try:

@@ -127,11 +127,12 @@ def refuse_recordings(
         owner: str,
         outcome: images.ImageSuccess,
         owed: recording.BatchTotals | None = None,
+        has_copies: bool = True,
     ) -> int:
         if refuse(image_id, refused):
             refused.append(image_id)
             raise OperationalError("UPDATE images", {}, Exception("database is down"))
-        return real(session, image_id, owner, outcome, owed)
+        return real(session, image_id, owner, outcome, owed, has_copies)
 
     monkeypatch.setattr(images, "record_success", refusing)
     return refused

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 from PIL import Image as PILImage
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from pixelbatch.db.models import BatchStatus, Image, ImageStatus
@@ -149,6 +150,37 @@ def test_record_refuses_a_worker_whose_lease_was_taken_over(
     assert image_statuses(runtime.sessions, batch_id) == {"PROCESSING": 1}
     assert batch_of(runtime.sessions, batch_id).images_done == 0
     assert recording.record(runtime.sessions, outcome, "alive") is True
+
+
+def test_only_an_image_with_repeats_pays_the_copies_update(
+    runtime: Runtime, image_server: ImageServer, runner: TransformRunner
+) -> None:
+    """The claim says which images other rows repeat; recording one that no row repeats
+    skips the UPDATE of its copies, and one that some row repeats still records them."""
+    batch_id = upload(
+        runtime,
+        [
+            ["1", "Chair", urls(image_server, "/a.jpg", "/b.jpg")],
+            ["2", "Chair again", urls(image_server, "/a.jpg")],
+        ],
+    )
+    repeated, alone = claim_all(runtime, "w")
+    assert (repeated.has_copies, alone.has_copies) == (True, False)
+    copies_updates: list[str] = []
+
+    def watch(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("UPDATE images") and "duplicate_of" in statement:
+            copies_updates.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", watch)
+    try:
+        for item in (alone, repeated):
+            outcome = routine.produce(item, runtime.fetcher, runtime.storage, runner)
+            assert recording.record(runtime.sessions, outcome, "w") is (item is repeated)
+            assert len(copies_updates) == (1 if item is repeated else 0)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", watch)
+    assert image_statuses(runtime.sessions, batch_id) == {"DONE": 3}
 
 
 def test_record_many_records_a_group_in_one_transaction_with_each_batchs_counters_once(
