@@ -54,6 +54,7 @@ def summarise(
     report["memory"] = memory
     report["ratios"] = ratios(report["results"])
     report["small_overhead"] = small_overhead(report["results"])
+    report["download_ceiling"] = download_ceiling(report)
     report["targets"] = targets(report)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     report["elapsed_s"] = round(time.monotonic() - t_start, 1)
@@ -120,6 +121,30 @@ def small_overhead(results: dict[str, Any]) -> dict[str, float] | None:
         "imageserver_ms": round(server, 2),
         **({"api_ms": round(api, 2), "transform_ms": round(ours - server - api, 2)} if api else {}),
     }
+
+
+def download_ceiling(report: dict[str, Any]) -> dict[str, float] | None:
+    """The images per second no client passes on the bench's suppliers: each host serves
+    FETCH_PER_HOST downloads at once, each waiting the bench's latency, so at most hosts x
+    per_host / latency downloads end per second. When half the small C floor asks more,
+    the small-image target measures the bench's suppliers, not pixelbatch's overhead."""
+    from pixelbatch.settings import Settings
+
+    config = report["config"]
+    if not config.get("latency"):
+        return None
+    per_host = Settings().fetch_per_host
+    ceiling = config["hosts"] * per_host / config["latency"]
+    found: dict[str, float] = {
+        "hosts": config["hosts"],
+        "per_host": per_host,
+        "latency_ms": round(1000 * config["latency"]),
+        "images_per_s": round(ceiling),
+    }
+    floor = report["results"].get("small_floor")
+    if floor:
+        found["small_target_images_per_s"] = round(0.5 * floor["median_images_per_s"])
+    return found
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
@@ -310,11 +335,27 @@ def print_report(report: dict[str, Any], path: Path) -> None:
                     f"  of which the API process (downloads, recording, claims) {o['api_ms']} ms, "
                     f"its transform processes and the bench's client {o['transform_ms']} ms"
                 )
+        print_download_ceiling(report.get("download_ceiling"))
     mixed = {"mixed_floor": "transform()", "mixed_embedded": "embedded"}
     if any(m in res for m in mixed):
         print(f"mixed corpus ({report.get('corpus_mixed', {}).get('formats')}):")
         print_rows(res, mixed)
     print_tail(report, path)
+
+
+def print_download_ceiling(ceiling: dict[str, Any] | None) -> None:
+    if not ceiling:
+        return
+    line = (
+        f"  download ceiling: {ceiling['hosts']} hosts x {ceiling['per_host']} connections / "
+        f"{ceiling['latency_ms']} ms each = {ceiling['images_per_s']} images/s"
+    )
+    wanted = ceiling.get("small_target_images_per_s")
+    if wanted is not None:
+        line += f"; the small target (0.5 x C floor) asks {wanted}"
+        if wanted >= ceiling["images_per_s"]:
+            line += ": beyond the ceiling, no client reaches it here (raise --hosts)"
+    print(line)
 
 
 def print_rows(res: dict[str, Any], labels: dict[str, str]) -> None:
