@@ -47,6 +47,10 @@ def remove_batch(
     removed = runtime.storage.delete_prefix(storage_prefix(batch_id))
     with transaction(runtime.sessions) as session:
         existed = batch_removal.delete_batch_rows(session, batch_id)
+    # Swept again once the rows are gone: a finaliser that stored its CSV after the first
+    # sweep, and found its batch still there, committed before the rows went; one that
+    # stores after this finds the batch gone and removes its CSV itself.
+    removed += runtime.storage.delete_prefix(storage_prefix(batch_id))
     if existed:
         log.info("batch %s deleted (%d stored objects removed)", batch_id, removed)
     return removed

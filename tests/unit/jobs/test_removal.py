@@ -112,6 +112,30 @@ def test_a_finaliser_that_finds_its_batch_deleted_removes_its_csv(
     assert not (runtime.settings.outputs_dir / str(batch_id) / "output.csv").exists()
 
 
+def test_a_csv_stored_between_the_deletes_sweep_and_its_rows_is_removed(
+    runtime: Runtime, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: the delete sweeps the batch's objects, the finaliser then stores its
+    CSV and completes the batch (its rows still there), and only then do the rows go. The
+    delete sweeps again after the rows, so the CSV does not outlive its batch."""
+    batch_id = upload(runtime, [["1", "A", urls(image_server, "/a.jpg")]])
+    record_all(runtime)
+    real_sweep = runtime.storage.delete_prefix
+    finalised: list[bool] = []
+
+    def sweep_then_finalise(prefix: str) -> int:
+        removed = real_sweep(prefix)
+        if not finalised:  # the finaliser runs whole right after the delete's first sweep
+            finalised.append(finalize.finalize_batch(runtime, batch_id))
+        return removed
+
+    monkeypatch.setattr(runtime.storage, "delete_prefix", sweep_then_finalise)
+    remove_batch(runtime, batch_id)
+    assert finalised == [True]  # it found its batch and completed it
+    assert _objects(runtime, batch_id) == []
+    assert _row_counts(runtime, batch_id) == [0, 0, 0, 0]
+
+
 def test_retention_deletes_only_finished_batches_older_than_its_days(
     make_runtime: RuntimeFactory, image_server: ImageServer
 ) -> None:
