@@ -207,3 +207,69 @@ def test_the_pipes_to_the_children_hold_a_whole_result() -> None:
         assert sizes and min(sizes) >= transform_pool.PIPE_BYTES, sizes
     finally:
         pool.shutdown()
+
+
+def _jpeg_of_width(width: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, 32), (width % 256, 90, 30)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_each_caller_gets_its_own_result_from_children_holding_two_tasks() -> None:
+    """Callers read their answers off the children's pipes themselves, two tasks queued per
+    child: a result read by the wrong thread would show as a width another caller asked for."""
+    pool = transform_pool.TransformPool(2, 50_000_000, timeout=60)
+    try:
+        widths = [16 + i for i in range(48)]
+        with ThreadPoolExecutor(4) as callers:  # two per child, as the embedded gate allows
+            results = list(
+                callers.map(lambda w: pool(_jpeg_of_width(w), TransformOptions()), widths)
+            )
+        assert [r.width for r in results] == widths
+        assert len(_children(pool)) == 2
+    finally:
+        pool.shutdown()
+
+
+def test_the_image_queued_behind_one_over_its_time_limit_is_not_failed() -> None:
+    """The second task a child holds never ran when the child is stopped for the first: it
+    goes to a fresh child and succeeds."""
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=0.5)
+    try:
+        small = _jpeg()
+        pool(small, TransformOptions())
+        slow = _slow_jpeg()
+        with ThreadPoolExecutor(2) as callers:
+            first = callers.submit(pool, slow, TransformOptions())
+            time.sleep(0.1)  # sent second, so it waits behind the slow one in the same child
+            second = callers.submit(pool, small, TransformOptions())
+            with pytest.raises(ImageError) as failed:
+                first.result(timeout=30)
+            assert failed.value.code == "transform_timeout"
+            assert second.result(timeout=30).width == 64
+    finally:
+        pool.shutdown()
+
+
+def test_an_error_raised_in_the_child_reaches_the_caller_with_its_code() -> None:
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
+    try:
+        with pytest.raises(ImageError) as failed:
+            pool(b"not an image at all", TransformOptions())
+        assert failed.value.code != "worker_crashed"
+        assert pool(_jpeg(), TransformOptions()).width == 64  # the same child goes on
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_ends_the_children() -> None:
+    pool = transform_pool.TransformPool(2, 50_000_000, timeout=60)
+    with ThreadPoolExecutor(2) as callers:
+        list(callers.map(lambda _: pool(_jpeg(), TransformOptions()), range(4)))
+    children = _children(pool)
+    assert len(children) == 2
+    pool.shutdown()
+    for pid in children:  # joined, so reaped: gone from /proc
+        assert not Path(f"/proc/{pid}").exists()
+    with pytest.raises(RuntimeError):
+        pool(_jpeg(), TransformOptions())
