@@ -273,3 +273,17 @@ def test_shutdown_ends_the_children() -> None:
         assert not Path(f"/proc/{pid}").exists()
     with pytest.raises(RuntimeError):
         pool(_jpeg(), TransformOptions())
+
+
+def test_a_terminals_ctrl_c_does_not_kill_a_child() -> None:
+    """Ctrl-C reaches the whole process group; the parent ends its children itself."""
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
+    try:
+        pool(_jpeg(), TransformOptions())
+        (child,) = _children(pool)
+        os.kill(child, signal.SIGINT)
+        time.sleep(0.3)
+        assert pool(_jpeg(), TransformOptions()).width == 64
+        assert _children(pool) == [child]
+    finally:
+        pool.shutdown()

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import signal
 import stat
 import threading
 import time
@@ -81,13 +82,17 @@ def _widen_pipes() -> None:
 
 
 def _init_child(parent_pid: int) -> None:
-    """Yield the CPU to the API, widen the result pipes, and watch the parent.
+    """Ignore Ctrl-C, yield the CPU to the API, widen the result pipes, watch the parent.
+
+    A terminal's Ctrl-C reaches the whole process group: the parent stops gracefully and
+    ends its children itself, so a child must not die under an image on it.
 
     The children keep every core busy while a batch runs; at a lower priority the API
     process (status polls, uploads, downloads that feed the pool) is scheduled the moment
     it wakes instead of waiting out a time slice. Pool children must also not outlive a
     parent killed with SIGKILL: poll for re-parenting.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # not permitted: run at the parent's priority
         os.nice(TRANSFORM_NICENESS)
     _widen_pipes()
