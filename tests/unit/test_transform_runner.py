@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import pytest
@@ -285,5 +286,37 @@ def test_a_terminals_ctrl_c_does_not_kill_a_child() -> None:
         time.sleep(0.3)
         assert pool(_jpeg(), TransformOptions()).width == 64
         assert _children(pool) == [child]
+    finally:
+        pool.shutdown()
+
+
+def _noise_jpeg(width: int, height: int, seed: int) -> bytes:
+    """Noise compresses badly: source and result both outgrow the 1 MB pipes."""
+    im = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95 - seed % 3)
+    return buf.getvalue()
+
+
+def test_large_tasks_and_results_on_a_busy_child_do_not_deadlock() -> None:
+    """A caller writing a large image to a child that is itself blocked writing a large
+    result must not stop the result's reader from taking its turn: the send blocks until
+    the child reads, and the child reads only after its result is read. Several callers on
+    one child, each source and result larger than a pipe holds, repeated."""
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
+    try:
+        images = [_noise_jpeg(1400, 1000, i) for i in range(3)]
+        assert min(len(i) for i in images) > transform_pool.PIPE_BYTES
+        callers = ThreadPoolExecutor(6)
+        try:
+            futures = [callers.submit(pool, images[i % 3], TransformOptions()) for i in range(90)]
+            results = [f.result(timeout=60) for f in futures]
+        except FutureTimeout:
+            for pid in _children(pool):  # deadlocked: free the stuck threads, then fail
+                os.kill(pid, signal.SIGKILL)
+            raise
+        finally:
+            callers.shutdown()
+        assert all(r.width == 1400 for r in results)
     finally:
         pool.shutdown()

@@ -142,7 +142,12 @@ class _Child:
     process: BaseProcess
     tasks: Connection  # parent's end, write
     results: Connection  # parent's end, read
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held while a task is written, so tasks reach the pipe in the order of ``turns``. A
+    # write blocks until the child reads, and the child reads only once its result before
+    # has been read: so this is never the lock a reader needs to pass its turn on.
+    sending: threading.Lock = field(default_factory=threading.Lock)
+    # Guards ``turns`` and ``retired``; held only for moments, never over pipe I/O.
+    state: threading.Lock = field(default_factory=threading.Lock)
     turns: deque[_Turn] = field(default_factory=deque)  # in the order their tasks were sent
     retired: bool = False
 
@@ -217,18 +222,20 @@ class TransformPool:
         return _Child(process, task_write, result_read)
 
     def _send(self, child: _Child, turn: _Turn, task: tuple[object, ...]) -> None:
-        with child.lock:
-            if child.retired:
-                raise _Resubmit
-            try:
-                child.tasks.send(task)
-            except OSError:  # it died while idle
-                pass
-            else:
+        with child.sending:
+            with child.state:
+                if child.retired:
+                    raise _Resubmit
                 child.turns.append(turn)
                 if len(child.turns) == 1:
                     turn.ready.set()
+            try:
+                child.tasks.send(task)
                 return
+            except OSError:  # it died (while idle, or killed by _retire under this write)
+                with child.state:
+                    if turn in child.turns:  # _retire may have resubmitted it already
+                        child.turns.remove(turn)
         self._retire(child)
         raise _Resubmit
 
@@ -258,7 +265,7 @@ class TransformPool:
         return value
 
     def _pass_turn(self, child: _Child, turn: _Turn) -> None:
-        with child.lock:
+        with child.state:
             if child.turns and child.turns[0] is turn:
                 child.turns.popleft()
             if child.turns:
@@ -269,21 +276,25 @@ class TransformPool:
     def _retire(self, child: _Child) -> None:
         """Stop ``child`` for good; the tasks queued behind the one it runs go elsewhere.
 
-        Its result pipe is closed by whoever reads it last (``_pass_turn``), or here when
-        no one is waiting on it: never under a reader's feet."""
-        with child.lock:
+        It is killed first, so that a caller blocked writing to it is released. Its result
+        pipe is closed by whoever reads it last (``_pass_turn``), or here when no one is
+        reading it: never under a reader's feet."""
+        child.process.kill()
+        with child.state:
             if child.retired:
                 return
             child.retired = True
-            behind = [child.turns.pop() for _ in range(max(0, len(child.turns) - 1))]
-            child.tasks.close()  # senders check ``retired`` under the lock first
+            behind = [t for t in child.turns if not t.ready.is_set()]
+            for waiting in behind:
+                child.turns.remove(waiting)
             if not child.turns:
                 child.results.close()
         for waiting in behind:
             waiting.resubmit = True
             waiting.ready.set()
-        child.process.kill()
         child.process.join(5)
+        with child.sending:
+            child.tasks.close()
 
     def child_pids(self) -> list[int]:
         """The live children (for tests and diagnostics)."""
@@ -297,7 +308,7 @@ class TransformPool:
             self._closed = True
             children = [c for c in self._children if c is not None]
         for child in children:
-            with child.lock:
+            with child.sending, child.state:
                 if not child.retired:
                     child.tasks.close()  # the child's read after its last task ends it
         for child in children:
@@ -305,7 +316,7 @@ class TransformPool:
             if child.process.is_alive():
                 child.process.kill()
                 child.process.join(5)
-            with child.lock:
+            with child.state:
                 if not child.retired:
                     child.retired = True
                     if not child.turns:
