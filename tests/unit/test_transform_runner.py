@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import pytest
@@ -205,5 +206,117 @@ def test_the_pipes_to_the_children_hold_a_whole_result() -> None:
             except OSError:
                 continue
         assert sizes and min(sizes) >= transform_pool.PIPE_BYTES, sizes
+    finally:
+        pool.shutdown()
+
+
+def _jpeg_of_width(width: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, 32), (width % 256, 90, 30)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_each_caller_gets_its_own_result_from_children_holding_two_tasks() -> None:
+    """Callers read their answers off the children's pipes themselves, two tasks queued per
+    child: a result read by the wrong thread would show as a width another caller asked for."""
+    pool = transform_pool.TransformPool(2, 50_000_000, timeout=60)
+    try:
+        widths = [16 + i for i in range(48)]
+        with ThreadPoolExecutor(4) as callers:  # two per child, as the embedded gate allows
+            results = list(
+                callers.map(lambda w: pool(_jpeg_of_width(w), TransformOptions()), widths)
+            )
+        assert [r.width for r in results] == widths
+        assert len(_children(pool)) == 2
+    finally:
+        pool.shutdown()
+
+
+def test_the_image_queued_behind_one_over_its_time_limit_is_not_failed() -> None:
+    """The second task a child holds never ran when the child is stopped for the first: it
+    goes to a fresh child and succeeds."""
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=0.5)
+    try:
+        small = _jpeg()
+        pool(small, TransformOptions())
+        slow = _slow_jpeg()
+        with ThreadPoolExecutor(2) as callers:
+            first = callers.submit(pool, slow, TransformOptions())
+            time.sleep(0.1)  # sent second, so it waits behind the slow one in the same child
+            second = callers.submit(pool, small, TransformOptions())
+            with pytest.raises(ImageError) as failed:
+                first.result(timeout=30)
+            assert failed.value.code == "transform_timeout"
+            assert second.result(timeout=30).width == 64
+    finally:
+        pool.shutdown()
+
+
+def test_an_error_raised_in_the_child_reaches_the_caller_with_its_code() -> None:
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
+    try:
+        with pytest.raises(ImageError) as failed:
+            pool(b"not an image at all", TransformOptions())
+        assert failed.value.code != "worker_crashed"
+        assert pool(_jpeg(), TransformOptions()).width == 64  # the same child goes on
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_ends_the_children() -> None:
+    pool = transform_pool.TransformPool(2, 50_000_000, timeout=60)
+    with ThreadPoolExecutor(2) as callers:
+        list(callers.map(lambda _: pool(_jpeg(), TransformOptions()), range(4)))
+    children = _children(pool)
+    assert len(children) == 2
+    pool.shutdown()
+    for pid in children:  # joined, so reaped: gone from /proc
+        assert not Path(f"/proc/{pid}").exists()
+    with pytest.raises(RuntimeError):
+        pool(_jpeg(), TransformOptions())
+
+
+def test_a_terminals_ctrl_c_does_not_kill_a_child() -> None:
+    """Ctrl-C reaches the whole process group; the parent ends its children itself."""
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
+    try:
+        pool(_jpeg(), TransformOptions())
+        (child,) = _children(pool)
+        os.kill(child, signal.SIGINT)
+        time.sleep(0.3)
+        assert pool(_jpeg(), TransformOptions()).width == 64
+        assert _children(pool) == [child]
+    finally:
+        pool.shutdown()
+
+
+def _noise_jpeg(width: int, height: int, seed: int) -> bytes:
+    """Noise compresses badly: source and result both outgrow the 1 MB pipes."""
+    im = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95 - seed % 3)
+    return buf.getvalue()
+
+
+def test_large_tasks_and_results_on_a_busy_child_do_not_deadlock() -> None:
+    """A caller writing a large image to a child that is itself blocked writing a large
+    result must not stop the result's reader from taking its turn: the send blocks until
+    the child reads, and the child reads only after its result is read. Several callers on
+    one child, each source and result larger than a pipe holds, repeated."""
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=60)
+    try:
+        images = [_noise_jpeg(1400, 1000, i) for i in range(3)]
+        assert min(len(i) for i in images) > transform_pool.PIPE_BYTES
+        callers = ThreadPoolExecutor(6)
+        try:
+            futures = [callers.submit(pool, images[i % 3], TransformOptions()) for i in range(90)]
+            results = [f.result(timeout=60) for f in futures]
+        except FutureTimeout:
+            for pid in _children(pool):  # deadlocked: free the stuck threads, then fail
+                os.kill(pid, signal.SIGKILL)
+            raise
+        finally:
+            callers.shutdown()
+        assert all(r.width == 1400 for r in results)
     finally:
         pool.shutdown()

@@ -2,14 +2,9 @@
 
 Decoding and encoding hold the GIL for much of their time, so two threads of one process
 reach ~28 images/s on two cores where two processes reach 43-49. The embedded mode therefore
-hands transforms to a process pool; a Celery worker, already one process per core, calls
-``transform`` directly (its chunk's time limit bounds a hanging decode there).
-
-The pool is pebble's: unlike ``ProcessPoolExecutor`` it can stop one task that overran its
-time limit by replacing only the child that ran it, and a child that dies (the OOM killer)
-fails only the image it held, so neither a hanging nor a crashing decode stalls a batch.
-pebble marks its whole pool broken when a child dies while no task runs; that costs no
-image here: the pool is replaced and the images that never reached a child are resubmitted.
+hands transforms to child processes (:class:`TransformPool`); a Celery worker, already one
+process per core, calls ``transform`` directly (its chunk's time limit bounds a hanging
+decode there).
 """
 
 from __future__ import annotations
@@ -18,16 +13,16 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import signal
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
-
-from pebble import ProcessExpired, ProcessPool
-from pebble.pool.process import WORKERS_NAME
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 from pixelbatch.errors import ImageError
 from pixelbatch.jobs.memory import TRIM_BEFORE_BYTES, trim_heap
@@ -70,15 +65,14 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def _widen_pipes() -> None:
-    """Enlarge the pipes this child shares with the parent (pebble's task and result
-    channels) so a result is written in one go.
+    """Enlarge the pipes this child shares with the parent so a task and a result are
+    written in one go.
 
-    Results travel back through one pipe shared by every child, under a lock. With 64 KB
-    a 300 KB JPEG takes five rounds of "child fills the pipe, parent's reader thread wakes
-    and drains it", and that thread competes for the API's GIL with the download threads:
-    the profile of 640 px images showed the children spending a fifth of their samples in
-    ``Connection._send`` and waiting on that lock instead of encoding. The size belongs to
-    the pipe, so widening it here widens both ends.
+    With 64 KB a 300 KB JPEG takes five rounds of "child fills the pipe, the parent's
+    reading thread wakes and drains it", and that thread competes for the API's GIL with the
+    download threads: the profile of 640 px images showed the children spending a fifth of
+    their samples in ``Connection._send`` instead of encoding. The size belongs to the pipe,
+    so widening it here widens both ends.
     """
     for name in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError, ValueError):
@@ -88,13 +82,17 @@ def _widen_pipes() -> None:
 
 
 def _init_child(parent_pid: int) -> None:
-    """Yield the CPU to the API, widen the result pipes, and watch the parent.
+    """Ignore Ctrl-C, yield the CPU to the API, widen the result pipes, watch the parent.
+
+    A terminal's Ctrl-C reaches the whole process group: the parent stops gracefully and
+    ends its children itself, so a child must not die under an image on it.
 
     The children keep every core busy while a batch runs; at a lower priority the API
     process (status polls, uploads, downloads that feed the pool) is scheduled the moment
     it wakes instead of waiting out a time slice. Pool children must also not outlive a
     parent killed with SIGKILL: poll for re-parenting.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # not permitted: run at the parent's priority
         os.nice(TRANSFORM_NICENESS)
     _widen_pipes()
@@ -107,70 +105,219 @@ def _init_child(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _serve(tasks: Connection, results: Connection, parent_pid: int) -> None:
+    """A child's life: transform each task from ``tasks``, answer on ``results``, in order,
+    until the parent closes ``tasks``. An exception is the answer, not the child's end."""
+    _init_child(parent_pid)
+    while True:
+        try:
+            data, options, max_pixels = tasks.recv()
+        except EOFError:
+            return
+        answer: tuple[bool, object]
+        try:
+            answer = (True, _transform_and_trim(data, options, max_pixels))
+        except Exception as exc:  # the parent raises it for this image
+            answer = (False, exc)
+        try:
+            results.send(answer)
+        except Exception as exc:  # an exception that does not pickle, say
+            results.send((False, ImageError(f"transform failed: {exc}", code="transform_failed")))
+
+
+class _Resubmit(Exception):
+    """The task never ran: its child died or was stopped for the task ahead of it."""
+
+
+@dataclass(eq=False)
+class _Turn:
+    """One task sent to a child, waiting for its result to be the next one on the pipe."""
+
+    ready: threading.Event = field(default_factory=threading.Event)
+    resubmit: bool = False
+
+
+@dataclass(eq=False)
+class _Child:
+    process: BaseProcess
+    tasks: Connection  # parent's end, write
+    results: Connection  # parent's end, read
+    # Held while a task is written, so tasks reach the pipe in the order of ``turns``. A
+    # write blocks until the child reads, and the child reads only once its result before
+    # has been read: so this is never the lock a reader needs to pass its turn on.
+    sending: threading.Lock = field(default_factory=threading.Lock)
+    # Guards ``turns`` and ``retired``; held only for moments, never over pipe I/O.
+    state: threading.Lock = field(default_factory=threading.Lock)
+    turns: deque[_Turn] = field(default_factory=deque)  # in the order their tasks were sent
+    retired: bool = False
+
+
 class TransformPool:
-    """Transforms in child processes; ``timeout`` seconds at most per image."""
+    """Transforms in ``workers`` child processes; ``timeout`` seconds at most per image.
+
+    The thread that needs a transform talks to a child's pipes itself: it sends the task,
+    waits until the results ahead of its own have been read, and reads its own. No pool
+    thread sits between them: pebble's two (a scheduler and a result reader) plus the
+    future handing the result over took ~15% of the API process's GIL on 640 px images.
+    A child takes a second task while it works on one (the caller's ``PriorityGate`` allows
+    two per child), so it never idles while a result travels back.
+
+    A task over its time limit stops its child (killed and replaced) and fails that image
+    alone; a child that dies under a task (the OOM killer) fails that image alone; the task
+    queued behind either, and any sent to a child that had died idle, goes to a fresh
+    child: it was not that image's doing.
+    """
 
     def __init__(self, workers: int, max_pixels: int, timeout: float) -> None:
         self.workers = workers
         self.max_pixels = max_pixels
         self.timeout = timeout
+        self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> ProcessPool:
-        # spawn: forking a process that already runs threads can deadlock the child, and
-        # spawned children are our own, so they can watch for our death (see above).
-        return ProcessPool(
-            max_workers=self.workers,
-            initializer=_init_child,
-            initargs=(os.getpid(),),
-            context=multiprocessing.get_context("spawn"),
-        )
+        self._children: list[_Child | None] = [None] * workers  # spawned on first use
+        self._closed = False
 
     def __call__(self, data: bytes, options: TransformOptions) -> TransformResult:
         for _ in range(3):
-            pool = self._pool
+            child = self._pick()
+            turn = _Turn()
             try:
-                future = pool.schedule(
-                    _transform_and_trim, (data, options, self.max_pixels), timeout=self.timeout
-                )
-            except RuntimeError:  # pebble's word for a broken or closed pool
-                self._replace(pool)
+                self._send(child, turn, (data, options, self.max_pixels))
+                turn.ready.wait()
+                if turn.resubmit:
+                    continue
+                return self._receive(child, turn)
+            except _Resubmit:
                 continue
+        raise ImageError("the image worker processes keep dying", code="worker_crashed")
+
+    def _pick(self) -> _Child:
+        """The child with the fewest tasks in hand, spawned if its place is empty."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the transform pool is shut down")
+            index = min(
+                range(self.workers),
+                key=lambda i: len(c.turns) if (c := self._children[i]) is not None else 0,
+            )
+            child = self._children[index]
+            if child is None or child.retired:
+                child = self._children[index] = self._spawn()
+            return child
+
+    def _spawn(self) -> _Child:
+        # spawn: forking a process that already runs threads can deadlock the child, and
+        # spawned children are our own, so they can watch for our death (_init_child).
+        task_read, task_write = self._context.Pipe(duplex=False)
+        result_read, result_write = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_serve,
+            args=(task_read, result_write, os.getpid()),
+            name="pixelbatch-transform",
+            daemon=True,
+        )
+        process.start()
+        task_read.close()  # only the child's: its death then ends our reads and writes
+        result_write.close()
+        return _Child(process, task_write, result_read)
+
+    def _send(self, child: _Child, turn: _Turn, task: tuple[object, ...]) -> None:
+        with child.sending:
+            with child.state:
+                if child.retired:
+                    raise _Resubmit
+                child.turns.append(turn)
+                if len(child.turns) == 1:
+                    turn.ready.set()
             try:
-                result: TransformResult = future.result()
-            except FutureTimeout:
-                raise ImageError(
-                    f"decoding and encoding this image took longer than {self.timeout:g} s",
-                    code="transform_timeout",
-                ) from None
-            except ProcessExpired:
+                child.tasks.send(task)
+                return
+            except OSError:  # it died (while idle, or killed by _retire under this write)
+                with child.state:
+                    if turn in child.turns:  # _retire may have resubmitted it already
+                        child.turns.remove(turn)
+        self._retire(child)
+        raise _Resubmit
+
+    def _receive(self, child: _Child, turn: _Turn) -> TransformResult:
+        """Read this turn's answer (the next on the pipe), within the time limit."""
+        try:
+            try:
+                if not child.results.poll(self.timeout):
+                    self._retire(child)
+                    raise ImageError(
+                        f"decoding and encoding this image took longer than {self.timeout:g} s",
+                        code="transform_timeout",
+                    )
+                ok, value = child.results.recv()
+            except (EOFError, OSError):
+                self._retire(child)
                 raise ImageError(
                     "the image worker process died while decoding this image",
                     code="worker_crashed",
                 ) from None
-            except BrokenProcessPool:
-                # The pool broke before this image reached a child: not this image's doing.
-                self._replace(pool)
-                continue
-            return result
-        raise ImageError("the image worker processes keep dying", code="worker_crashed")
+        finally:
+            self._pass_turn(child, turn)
+        if not ok:
+            assert isinstance(value, BaseException)
+            raise value
+        assert isinstance(value, TransformResult)
+        return value
 
-    def _replace(self, broken: ProcessPool) -> None:
-        """Swap in a new pool once, however many threads saw the old one break."""
-        with self._lock:
-            if self._pool is broken:
-                self._pool = self._new_pool()
-        broken.stop()  # type: ignore[no-untyped-call]
+    def _pass_turn(self, child: _Child, turn: _Turn) -> None:
+        with child.state:
+            if child.turns and child.turns[0] is turn:
+                child.turns.popleft()
+            if child.turns:
+                child.turns[0].ready.set()
+            elif child.retired:
+                child.results.close()  # the last reader is done with it
+
+    def _retire(self, child: _Child) -> None:
+        """Stop ``child`` for good; the tasks queued behind the one it runs go elsewhere.
+
+        It is killed first, so that a caller blocked writing to it is released. Its result
+        pipe is closed by whoever reads it last (``_pass_turn``), or here when no one is
+        reading it: never under a reader's feet."""
+        child.process.kill()
+        with child.state:
+            if child.retired:
+                return
+            child.retired = True
+            behind = [t for t in child.turns if not t.ready.is_set()]
+            for waiting in behind:
+                child.turns.remove(waiting)
+            if not child.turns:
+                child.results.close()
+        for waiting in behind:
+            waiting.resubmit = True
+            waiting.ready.set()
+        child.process.join(5)
+        with child.sending:
+            child.tasks.close()
 
     def child_pids(self) -> list[int]:
         """The live children (for tests and diagnostics)."""
-        return [
-            p.pid
-            for p in multiprocessing.active_children()
-            if p.name == WORKERS_NAME and p.pid is not None
-        ]
+        with self._lock:
+            children = [c for c in self._children if c is not None and not c.retired]
+        return [c.process.pid for c in children if c.process.pid is not None]
 
     def shutdown(self) -> None:
-        self._pool.close()  # type: ignore[no-untyped-call]
-        self._pool.join()
+        """Let each child finish the tasks it was sent, then end them."""
+        with self._lock:
+            self._closed = True
+            children = [c for c in self._children if c is not None]
+        for child in children:
+            with child.sending, child.state:
+                if not child.retired:
+                    child.tasks.close()  # the child's read after its last task ends it
+        for child in children:
+            child.process.join(10)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join(5)
+            with child.state:
+                if not child.retired:
+                    child.retired = True
+                    if not child.turns:
+                        child.results.close()
