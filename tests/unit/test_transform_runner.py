@@ -320,3 +320,13 @@ def test_large_tasks_and_results_on_a_busy_child_do_not_deadlock() -> None:
         assert all(r.width == 1400 for r in results)
     finally:
         pool.shutdown()
+
+
+def test_a_fresh_childs_start_up_does_not_count_against_the_time_limit() -> None:
+    """Spawning a child and importing Pillow takes far longer than 0.1 s; a small image
+    does not. The limit is the image's, from the moment the child is ready."""
+    pool = transform_pool.TransformPool(1, 50_000_000, timeout=0.1)
+    try:
+        assert pool(_jpeg(), TransformOptions()).width == 64
+    finally:
+        pool.shutdown()

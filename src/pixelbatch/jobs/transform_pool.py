@@ -109,6 +109,7 @@ def _serve(tasks: Connection, results: Connection, parent_pid: int) -> None:
     """A child's life: transform each task from ``tasks``, answer on ``results``, in order,
     until the parent closes ``tasks``. An exception is the answer, not the child's end."""
     _init_child(parent_pid)
+    results.send(_READY)
     while True:
         try:
             data, options, max_pixels = tasks.recv()
@@ -123,6 +124,12 @@ def _serve(tasks: Connection, results: Connection, parent_pid: int) -> None:
             results.send(answer)
         except Exception as exc:  # an exception that does not pickle, say
             results.send((False, ImageError(f"transform failed: {exc}", code="transform_failed")))
+
+
+# A child's first message: it has started (imports done), so an image's time limit can
+# start. Bounded on its own, for a child that never gets that far.
+_READY = "ready"
+STARTUP_TIMEOUT = 60.0
 
 
 class _Resubmit(Exception):
@@ -150,6 +157,7 @@ class _Child:
     state: threading.Lock = field(default_factory=threading.Lock)
     turns: deque[_Turn] = field(default_factory=deque)  # in the order their tasks were sent
     retired: bool = False
+    started: bool = False  # its _READY was read (by a reader, who alone reads the pipe)
 
 
 class TransformPool:
@@ -243,6 +251,8 @@ class TransformPool:
         """Read this turn's answer (the next on the pipe), within the time limit."""
         try:
             try:
+                if not child.started:
+                    self._await_start(child)
                 if not child.results.poll(self.timeout):
                     self._retire(child)
                     raise ImageError(
@@ -263,6 +273,13 @@ class TransformPool:
             raise value
         assert isinstance(value, TransformResult)
         return value
+
+    def _await_start(self, child: _Child) -> None:
+        """Read the child's _READY: its start-up is not the image's time."""
+        if not child.results.poll(STARTUP_TIMEOUT) or child.results.recv() != _READY:
+            self._retire(child)
+            raise ImageError("the image worker process did not start", code="worker_crashed")
+        child.started = True
 
     def _pass_turn(self, child: _Child, turn: _Turn) -> None:
         with child.state:
