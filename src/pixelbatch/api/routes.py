@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from pixelbatch import batches, intake
 from pixelbatch.api import schemas
@@ -173,11 +174,15 @@ def upload(
     summary="Same as /api/status/{request_id}",
     operation_id="get_batch",
 )
-def status(
+async def status(
     request: Request, request_id: uuid.UUID, who: CurrentPrincipal
 ) -> schemas.StatusResponse:
+    """``async`` for the commonest request of all, polled while a batch runs: FastAPI runs
+    a plain ``def`` endpoint on its thread pool and then validates the returned model on the
+    pool again, two round trips and four waits for the GIL (which the download threads hold
+    most of the time while a batch runs). Only the database read goes to the pool here."""
     runtime = runtime_of(request)
-    detail = batches.batch_detail(runtime, request_id, tenant=who.tenant)
+    detail = await run_in_threadpool(batches.batch_detail, runtime, request_id, tenant=who.tenant)
     batch = detail.batch
     webhook = None
     if detail.webhook is not None:

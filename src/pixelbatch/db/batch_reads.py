@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from pixelbatch.db.models import (
@@ -41,6 +41,19 @@ class ImageRow:
     product_name: str
 
 
+# Built once: a status poll, the API's commonest request, runs these two. Building a
+# statement per call (coercing each clause, then keying the compiled-SQL cache on it) cost
+# more than running it on SQLite.
+_BATCH_BY_ID = select(Batch).where(Batch.id == bindparam("batch_id"))
+_ERROR_SUMMARY = (
+    select(Image.error_code, func.count(), func.min(Image.error_message))
+    .where(Image.batch_id == bindparam("batch_id"), Image.status == ImageStatus.FAILED)
+    .group_by(Image.error_code)
+    .order_by(func.count().desc())
+    .limit(ERROR_CODES_SHOWN)
+)
+
+
 def batch_by_idempotency_key(session: Session, tenant: str, key: str) -> Batch | None:
     return session.scalar(select(Batch).where(Batch.tenant == tenant, Batch.idempotency_key == key))
 
@@ -48,7 +61,7 @@ def batch_by_idempotency_key(session: Session, tenant: str, key: str) -> Batch |
 def tenant_batch(session: Session, batch_id: uuid.UUID, tenant: str) -> Batch | None:
     """The batch if this tenant owns it. Another tenant's batch answers exactly like an
     unknown id, so ids cannot be probed."""
-    batch = session.get(Batch, batch_id)
+    batch = session.execute(_BATCH_BY_ID, {"batch_id": batch_id}).scalar_one_or_none()
     if batch is None or batch.tenant != tenant:
         return None
     return batch
@@ -57,13 +70,7 @@ def tenant_batch(session: Session, batch_id: uuid.UUID, tenant: str) -> Batch | 
 def error_summary(session: Session, batch_id: uuid.UUID) -> list[ErrorCount]:
     """The batch's failed images grouped by error code, commonest first, each with one
     example message."""
-    rows = session.execute(
-        select(Image.error_code, func.count(), func.min(Image.error_message))
-        .where(Image.batch_id == batch_id, Image.status == ImageStatus.FAILED)
-        .group_by(Image.error_code)
-        .order_by(func.count().desc())
-        .limit(ERROR_CODES_SHOWN)
-    ).all()
+    rows = session.execute(_ERROR_SUMMARY, {"batch_id": batch_id}).all()
     return [ErrorCount(code or "error", n, example or "") for code, n, example in rows]
 
 
