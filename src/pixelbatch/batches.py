@@ -95,12 +95,14 @@ def list_batches(runtime: Runtime, query: BatchQuery, *, tenant: str) -> tuple[l
 
 def list_images(
     runtime: Runtime, batch_id: uuid.UUID, query: ImageQuery, *, tenant: str
-) -> tuple[list[ImageRow], int]:
+) -> tuple[Batch, list[ImageRow], int]:
+    """The batch, one page of its images and how many match, from one snapshot."""
     with reading(runtime.sessions) as session:
-        _owned(session, batch_id, tenant)
-        return batch_reads.images_page(
-            session, batch_id, offset=query.offset, limit=query.limit, status=query.status
+        batch = _owned(session, batch_id, tenant)
+        rows, total = batch_reads.images_page(
+            session, batch, offset=query.offset, limit=query.limit, status=query.status
         )
+    return batch, rows, total
 
 
 def cancel_batch(

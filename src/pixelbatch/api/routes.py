@@ -235,8 +235,8 @@ def list_images(
     query: Annotated[batches.ImageQuery, Query()],
 ) -> schemas.ImagePage:
     runtime = runtime_of(request)
-    rows, total = batches.list_images(runtime, request_id, query, tenant=who.tenant)
-    base = _base(request, batches.get_batch(runtime, request_id, tenant=who.tenant))
+    batch, rows, total = batches.list_images(runtime, request_id, query, tenant=who.tenant)
+    base = _base(request, batch)
     items = [
         schemas.ImageDetail(
             image_id=r.image.id,

@@ -41,17 +41,18 @@ class ImageRow:
     product_name: str
 
 
-# Built once: a status poll, the API's commonest request, runs these two. Building a
-# statement per call (coercing each clause, then keying the compiled-SQL cache on it) cost
-# more than running it on SQLite.
+# Built once: a status poll, the API's commonest request, runs these. Building a statement
+# per call (coercing each clause, then keying the compiled-SQL cache on it) cost more than
+# running it on SQLite.
 _BATCH_BY_ID = select(Batch).where(Batch.id == bindparam("batch_id"))
-_ERROR_SUMMARY = (
-    select(Image.error_code, func.count(), func.min(Image.error_message))
-    .where(Image.batch_id == bindparam("batch_id"), Image.status == ImageStatus.FAILED)
-    .group_by(Image.error_code)
-    .order_by(func.count().desc())
-    .limit(ERROR_CODES_SHOWN)
+_FAILED = (Image.batch_id == bindparam("batch_id"), Image.status == ImageStatus.FAILED)
+# Both answered from ``ix_images_batch_status_code`` alone: the counts without reading an
+# image row, an example with one row per code.
+_ERROR_COUNTS = select(Image.error_code, func.count()).where(*_FAILED).group_by(Image.error_code)
+_ERROR_EXAMPLE = (
+    select(Image.error_message).where(*_FAILED, Image.error_code == bindparam("code")).limit(1)
 )
+_UNCODED_EXAMPLE = select(Image.error_message).where(*_FAILED, Image.error_code.is_(None)).limit(1)
 
 
 def batch_by_idempotency_key(session: Session, tenant: str, key: str) -> Batch | None:
@@ -68,10 +69,26 @@ def tenant_batch(session: Session, batch_id: uuid.UUID, tenant: str) -> Batch | 
 
 
 def error_summary(session: Session, batch_id: uuid.UUID) -> list[ErrorCount]:
-    """The batch's failed images grouped by error code, commonest first, each with one
-    example message."""
-    rows = session.execute(_ERROR_SUMMARY, {"batch_id": batch_id}).all()
-    return [ErrorCount(code or "error", n, example or "") for code, n, example in rows]
+    """The batch's failed images grouped by error code, commonest first (the first
+    ``ERROR_CODES_SHOWN``), each with the message of one of its images.
+
+    A status poll runs this while the batch runs, so it must not read every failed image:
+    a 100,000-image batch with 45,000 failures took 36 ms a poll on SQLite when it also
+    took the smallest message of each code, 5 ms counting from the index."""
+    counts = session.execute(_ERROR_COUNTS, {"batch_id": batch_id}).all()
+    commonest = sorted(counts, key=lambda row: (-row[1], row[0] or ""))[:ERROR_CODES_SHOWN]
+    return [
+        ErrorCount(code or "error", n, _error_example(session, batch_id, code))
+        for code, n in commonest
+    ]
+
+
+def _error_example(session: Session, batch_id: uuid.UUID, code: str | None) -> str:
+    if code is None:
+        example = session.scalar(_UNCODED_EXAMPLE, {"batch_id": batch_id})
+    else:
+        example = session.scalar(_ERROR_EXAMPLE, {"batch_id": batch_id, "code": code})
+    return example or ""
 
 
 def latest_delivery(session: Session, batch_id: uuid.UUID) -> WebhookDelivery | None:
@@ -108,19 +125,30 @@ def batches_page(
 
 
 def images_page(
-    session: Session, batch_id: uuid.UUID, *, offset: int, limit: int, status: ImageStatus | None
+    session: Session, batch: Batch, *, offset: int, limit: int, status: ImageStatus | None
 ) -> tuple[list[ImageRow], int]:
-    """One page of a batch's images in CSV order, and how many there are in all."""
-    query = (
-        select(Image, Product.row_number, Product.serial, Product.name)
-        .join(Product, Product.id == Image.product_id)
-        .where(Image.batch_id == batch_id)
-    )
-    count = select(func.count()).select_from(Image).where(Image.batch_id == batch_id)
-    if status is not None:
-        query = query.where(Image.status == status)
-        count = count.where(Image.status == status)
-    total = session.scalar(count) or 0
+    """One page of a batch's images in CSV order, and how many there are in all.
+
+    The web UI reads the first page every second while a batch runs, so the unfiltered page
+    costs what its rows cost, not what the batch holds: the total is the batch's own count,
+    and the rows are read in order from ``ix_products_batch_row`` and
+    ``ix_images_product_position`` (filtering on ``images.batch_id`` instead had SQLite
+    sort all 100,000 images of a batch for each page: 37 ms, against 0.04). A page filtered
+    by status reads that status's images of the batch (``ix_images_batch_status_code``)."""
+    columns = select(Image, Product.row_number, Product.serial, Product.name)
+    if status is None:
+        total = batch.images_total
+        query = (
+            columns.select_from(Product)
+            .join(Image, Image.product_id == Product.id)
+            .where(Product.batch_id == batch.id)
+        )
+    else:
+        query = columns.join(Product, Product.id == Image.product_id).where(
+            Image.batch_id == batch.id, Image.status == status
+        )
+        count = select(func.count()).select_from(Image)
+        total = session.scalar(count.where(Image.batch_id == batch.id, Image.status == status)) or 0
     rows = session.execute(
         query.order_by(Product.row_number, Image.position).offset(offset).limit(limit)
     ).all()

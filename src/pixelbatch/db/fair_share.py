@@ -78,7 +78,7 @@ def _contenders_statement(*, one_batch: bool) -> Select[Any]:
     Written so that its cost follows the number of active batches and of images in flight,
     never the number of images: the live counts are one aggregate over the live leases
     (``ix_images_status_lease``), and whether a batch has work is a ``LIMIT 1`` probe per
-    batch on ``ix_images_batch_status`` (an ``EXISTS`` with an ``OR`` lets PostgreSQL hash
+    batch on ``ix_images_batch_status_code`` (an ``EXISTS`` with an ``OR`` lets PostgreSQL hash
     a scan of the whole images table instead).
     """
     live = (

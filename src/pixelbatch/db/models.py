@@ -227,7 +227,7 @@ class Product(Base):
 class Image(Base):
     __tablename__ = "images"
     __table_args__ = (
-        Index("ix_images_batch_status", "batch_id", "status"),
+        Index("ix_images_batch_status_code", "batch_id", "status", "error_code"),
         Index("ix_images_status_lease", "status", "lease_until"),
         Index("ix_images_product_position", "product_id", "position", unique=True),
     )

@@ -11,7 +11,16 @@ from pixelbatch.db.engine import make_engine
 from pixelbatch.db.migrate import alembic_config, current_revision, head_revision, upgrade
 
 # Every revision on a landed main, oldest first. Append; never rename or reorder.
-RELEASED = ["0001", "0002", "0003", "0004_batch_request_details", "0005_batch_priority"]
+RELEASED = [
+    "0001",
+    "0002",
+    "0003",
+    "0004_batch_request_details",
+    "0005_batch_priority",
+    "0006_output_urls_expiry",
+    "0007_kept_original",
+    "0008_not_smaller_counts",
+]
 
 
 def test_released_revisions_keep_their_ids_and_order() -> None:
