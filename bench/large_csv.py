@@ -94,14 +94,20 @@ def _cancel(api: procs.Api, rid: str) -> dict[str, Any]:
     result["cancel_s"] = round(time.perf_counter() - t0, 3)
     result["cancel_status"] = attempts[-1]
     result["cancel_attempts"] = attempts
-    lat = []
+    lat: list[float] = []
+    pages: list[float] = []
     status_body: dict[str, Any] = {}
     with httpx.Client(base_url=api.base_url, timeout=60) as c3:
         for _ in range(10):
             t0 = time.perf_counter()
             status_body = c3.get(f"/api/status/{rid}").json()
             lat.append((time.perf_counter() - t0) * 1000)
+        for _ in range(10):  # what the web UI reads each second while it shows the batch
+            t0 = time.perf_counter()
+            c3.get(f"/api/batches/{rid}/images", params={"limit": 50}).raise_for_status()
+            pages.append((time.perf_counter() - t0) * 1000)
     result["status_after_cancel"] = status_body.get("status")
     result["status_latency_ms_p50"] = round(pct(lat, 50), 1)
     result["status_latency_ms_max"] = round(max(lat), 1)
+    result["image_page_ms_p50"] = round(pct(pages, 50), 1)
     return result

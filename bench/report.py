@@ -396,7 +396,9 @@ def print_tail(report: dict[str, Any], path: Path) -> None:
             f"in {v['seconds_to_202']} s; API memory growth {v['growth_mb']} MB "
             f"(RSS {v['rss_before_mb']} → {v['rss_after_mb']}); cancel "
             f"{v.get('cancel_attempts')} in {v.get('cancel_s')} s → "
-            f"{v.get('status_after_cancel')}"
+            f"{v.get('status_after_cancel')}; then a status poll "
+            f"{v.get('status_latency_ms_p50')} ms, the first page of 50 images "
+            f"{v.get('image_page_ms_p50', 'n/a')} ms (medians of 10)"
         )
     print_downloads(report.get("download", {}))
     kill = report.get("kill_recovery")

@@ -26,6 +26,7 @@ from pixelbatch.catalog import CatalogReader, CsvLimits
 from pixelbatch.db import bulk, images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Batch, BatchStatus, Priority
+from pixelbatch.db.planner import analyze_after_bulk_load
 from pixelbatch.errors import FetchError, InvalidInput, PixelbatchError
 from pixelbatch.fetch import effective_port, parse_http_url
 from pixelbatch.fetch.urls import normalize_http_url
@@ -212,6 +213,7 @@ def upload(
             }
         },
     )
+    analyze_after_bulk_load(runtime.engine, batch.images_total)
     if dispatcher is not None:
         dispatcher.new_work(batch.images_total)
     return batch, True
