@@ -39,6 +39,8 @@ MODES = (
     "mixed",
     # CPU per download: the Fetcher against urllib3 and libcurl (bench/download.py).
     "download",
+    # The API's CPU per status poll and image page, against plain FastAPI (bench/polls.py).
+    "polls",
 )
 
 

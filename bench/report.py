@@ -248,6 +248,20 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- printing
 
 
+def print_polls(polls: dict[str, Any] | None) -> None:
+    """The API's CPU per status poll and image page, against plain FastAPI (bench/polls.py)."""
+    if not polls:
+        return
+    ms = polls["cpu_ms_per_request"]
+    print(
+        f"API CPU per request, a finished batch of {polls['images']} images "
+        f"({polls['failed']} failed, {polls['error_codes']} error codes; {polls['requests']} "
+        f"requests, medians): status poll {ms['status']} ms, first page of 50 images "
+        f"{ms['image_page']} ms; a plain FastAPI endpoint on the same uvicorn "
+        f"{ms['yardstick']} ms (status {ms['status'] / ms['yardstick']:.2f}x)"
+    )
+
+
 def print_downloads(tables: dict[str, Any]) -> None:
     """CPU per download, ours against urllib3 and libcurl (bench/download.py)."""
     for name, t in tables.items():
@@ -401,6 +415,7 @@ def print_tail(report: dict[str, Any], path: Path) -> None:
             f"{v.get('image_page_ms_p50', 'n/a')} ms (medians of 10)"
         )
     print_downloads(report.get("download", {}))
+    print_polls(report.get("polls"))
     kill = report.get("kill_recovery")
     if kill:
         print(

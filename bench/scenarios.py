@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import codec, download, procs
+from bench import codec, download, polls, procs
 from bench import corpus as corpus_mod
 from bench import floor as floor_mod
 from bench.config import CACHE, Config, log
@@ -87,6 +87,11 @@ def run(cfg: Config) -> dict[str, Any]:
             measure_large_csv(rig)
         if "download" in cfg.modes:
             measure_downloads(rig)
+        if "polls" in cfg.modes:
+            log(cfg, "--- polls")
+            rig.report["polls"] = polls.measure(
+                rig.server, rig.base_env, rig.workdir, cfg.rounds, quick=cfg.corpus != "full"
+            )
     finally:
         rig.close()
 

@@ -143,3 +143,20 @@ def test_quick_download_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
     printed = capsys.readouterr().out
     assert "download CPU per request, main table" in printed
     assert f"pixelbatch {tables['small']['cpu_ms_per_request']['pixelbatch']} ms" in printed
+
+
+def test_quick_polls_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The API's CPU per status poll and image page, and the plain FastAPI yardstick's,
+    each measured on its own process, for a finished batch whose images all failed."""
+    output = tmp_path / "results.json"
+    argv = ["--quick", "--synthetic", "--modes", "polls", "--products", "4"]
+    cfg = bench_run.parse([*argv, "--output", str(output)])
+    cfg.quiet = True
+    report = bench_run.run(cfg)
+
+    polls = report["polls"]
+    ms = polls["cpu_ms_per_request"]
+    assert polls["images"] == polls["failed"] == 200 and polls["error_codes"] == 2
+    assert ms["status"] > 0 and ms["image_page"] > 0 and ms["yardstick"] > 0
+    bench_run.print_report(report, output)
+    assert f"status poll {ms['status']} ms" in capsys.readouterr().out
