@@ -5,7 +5,6 @@ product index, and PostgreSQL has no implicit row order to fall back on)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import update
@@ -14,16 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from pixelbatch.db import batch_reads
 from pixelbatch.db.engine import reading, transaction
 from pixelbatch.db.models import Batch, Image, ImageStatus, Product
-from tests import support
 from tests.unit.db.factories import new_batch
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
-    fixture = "migrated_sqlite_url" if request.param == "sqlite" else "migrated_pg_url"
-    url: str = request.getfixturevalue(fixture)
-    with support.sessions(url) as factory:
-        yield factory
+@pytest.fixture
+def sessions(sessions_on_both: sessionmaker[Session]) -> sessionmaker[Session]:
+    return sessions_on_both
 
 
 def fail(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,16 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from pixelbatch.db import images
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.models import Priority, utcnow
-from tests import support
 from tests.unit.db.factories import new_batch, success
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
-    fixture = "migrated_sqlite_url" if request.param == "sqlite" else "migrated_pg_url"
-    url: str = request.getfixturevalue(fixture)
-    with support.sessions(url) as factory:
-        yield factory
+@pytest.fixture
+def sessions(sessions_on_both: sessionmaker[Session]) -> sessionmaker[Session]:
+    return sessions_on_both
 
 
 def claim(
