@@ -13,9 +13,9 @@ its own: what the framework costs before any of our work.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ def status() -> dict[str, object]:
 def _cpu_ms(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / procs.os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_per_request(client: httpx.Client, pid: int, path: str, requests: int) -> float:
@@ -102,6 +102,8 @@ def measure(
                 if status["status"] in FINAL and status.get("output_csv"):
                     break
                 time.sleep(0.2)
+            else:
+                raise RuntimeError(f"the polled batch did not finish in 300 s: {status}")
             samples: dict[str, list[float]] = {"status": [], "image_page": [], "yardstick": []}
             with httpx.Client(base_url=f"http://127.0.0.1:{yard_port}", timeout=60) as plain:
                 _wait_ready(plain)
@@ -140,7 +142,3 @@ def _wait_ready(client: httpx.Client) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise RuntimeError("the yardstick app did not start")
-
-
-if __name__ == "__main__":
-    sys.exit("run it through bench.run --modes polls")
