@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,12 +14,18 @@ from bench import run as bench_run
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_quick_embedded_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    output = tmp_path / "results.json"
-    argv = ["--quick", "--synthetic", "--modes", "embedded,embedded_nometrics", "--products", "4"]
+def _quick_run(output: Path, modes: str) -> dict[str, Any]:
+    """``bench.run --quick --synthetic`` of ``modes`` (4 products), its report also written
+    to ``output``."""
+    argv = ["--quick", "--synthetic", "--modes", modes, "--products", "4"]
     cfg = bench_run.parse([*argv, "--output", str(output)])
     cfg.quiet = True
-    report = bench_run.run(cfg)
+    return bench_run.run(cfg)
+
+
+def test_quick_embedded_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "results.json"
+    report = _quick_run(output, "embedded,embedded_nometrics")
 
     assert json.loads(output.read_text())["results"].keys() == report["results"].keys()
     for key in ("config", "machine", "corpus", "results", "ratios", "targets", "memory"):
@@ -55,10 +62,7 @@ def test_quick_priority_report(tmp_path: Path) -> None:
     """The high-priority latency scenario: a 10-image high batch timed idle and under a
     large normal batch, in the same run; the large batch is cancelled after each round."""
     output = tmp_path / "results.json"
-    argv = ["--quick", "--synthetic", "--modes", "priority", "--products", "4"]
-    cfg = bench_run.parse([*argv, "--output", str(output)])
-    cfg.quiet = True
-    report = bench_run.run(cfg)
+    report = _quick_run(output, "priority")
 
     priority = report["priority"]
     assert priority["images"] == 10
@@ -77,11 +81,7 @@ def test_quick_codec_tables(tmp_path: Path) -> None:
     second tables (sRGB transform() vs plain Pillow, small products, the mixed corpus) each
     print a ratio and a target (compiles bench/floor.py's C source: needs cc and jpeglib.h)."""
     output = tmp_path / "results.json"
-    modes = "turbojpeg,floor,embedded,pillow,small,mixed"
-    argv = ["--quick", "--synthetic", "--modes", modes, "--products", "4"]
-    cfg = bench_run.parse([*argv, "--output", str(output)])
-    cfg.quiet = True
-    report = bench_run.run(cfg)
+    report = _quick_run(output, "turbojpeg,floor,embedded,pillow,small,mixed")
 
     assert report["corpus"]["formats"] == {"jpeg": 8}  # the main table is JPEG only
     assert set(report["corpus_mixed"]["formats"]) == {"jpeg", "png", "webp"}
@@ -127,10 +127,7 @@ def test_quick_download_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
     """CPU per download of the Fetcher and the outside clients, from the same server; a
     client that is not installed (libcurl without the bench extra) is reported n/a."""
     output = tmp_path / "results.json"
-    argv = ["--quick", "--synthetic", "--modes", "download", "--products", "4"]
-    cfg = bench_run.parse([*argv, "--output", str(output)])
-    cfg.quiet = True
-    report = bench_run.run(cfg)
+    report = _quick_run(output, "download")
 
     tables = report["download"]
     assert set(tables) == {"main", "small"}
@@ -149,10 +146,7 @@ def test_quick_polls_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     """The API's CPU per status poll and image page, and the plain FastAPI yardstick's,
     each measured on its own process, for a finished batch whose images all failed."""
     output = tmp_path / "results.json"
-    argv = ["--quick", "--synthetic", "--modes", "polls", "--products", "4"]
-    cfg = bench_run.parse([*argv, "--output", str(output)])
-    cfg.quiet = True
-    report = bench_run.run(cfg)
+    report = _quick_run(output, "polls")
 
     polls = report["polls"]
     ms = polls["cpu_ms_per_request"]
