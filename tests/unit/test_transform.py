@@ -18,7 +18,9 @@ from pixelbatch.transform import (
     OutputFormat,
     TransformOptions,
     TransformResult,
+    colour,
     estimate_jpeg_quality,
+    pipeline,
     transform,
 )
 
@@ -394,6 +396,68 @@ def test_bounding_box_applies_to_upright_image() -> None:
     out = _open(result.data)
     assert out.size == (20, 30)
     assert _close(_mean_rgb(out.crop((0, 0, 4, 4))), tuple(map(float, RED)), 40)
+
+
+def _quadrant_means(im: Image.Image) -> list[tuple[float, ...]]:
+    w, h = im.size
+    boxes = [
+        (0, 0, w // 2, h // 2),
+        (w // 2, 0, w, h // 2),
+        (0, h // 2, w // 2, h),
+        (w // 2, h // 2, w, h),
+    ]
+    return [_mean_rgb(im.crop(box)) for box in boxes]
+
+
+def _spy_on_colour(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The sizes ``to_srgb`` is handed, in order."""
+    seen: list[tuple[int, int]] = []
+    real = colour.to_srgb
+
+    def spy(im: Image.Image) -> Image.Image:
+        seen.append(im.size)
+        return real(im)
+
+    monkeypatch.setattr(pipeline, "to_srgb", spy)  # where the pipeline looks it up
+    return seen
+
+
+def test_a_shrunk_photo_is_turned_and_colour_managed_at_its_output_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _spy_on_colour(monkeypatch)
+    upright = _photo((600, 1200))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    profile = _swapped_primaries_profile()
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # 1200x600, as a camera stores it
+    source = _encode(stored, "JPEG", quality=95, exif=exif.tobytes(), icc_profile=profile)
+
+    result = _run(source, max_width=150)
+
+    out = _open(result.data)
+    assert out.size == (result.width, result.height) == (150, 300)
+    assert seen == [(150, 300)]  # not the 600x1200 decoded
+    # The picture the full-size order gives: turn, convert, then shrink.
+    reference = ImageCms.profileToProfile(
+        upright, ImageCms.ImageCmsProfile(BytesIO(profile)), ImageCms.createProfile("sRGB")
+    )
+    assert reference is not None
+    reference.thumbnail((150, 1 << 30), Image.Resampling.LANCZOS)
+    for got, want in zip(_quadrant_means(out), _quadrant_means(reference), strict=True):
+        assert _close(got, want, 3), (got, want)
+
+
+def test_a_palette_image_takes_its_colours_before_it_is_shrunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _spy_on_colour(monkeypatch)
+    source = _encode(_photo((400, 200)).quantize(64), "PNG")
+
+    result = _run(source, max_width=100)
+
+    assert (result.width, result.height) == (100, 50)
+    assert seen == [(400, 200)]  # to RGB first: a palette resamples by nearest neighbour
 
 
 # --------------------------------------------------------------------------- failures

@@ -98,14 +98,20 @@ def transform(
             orientation=int(im.getexif().get(ExifTags.Base.Orientation, 1) or 1),
             frames=int(getattr(im, "n_frames", 1)),
         )
+        box = _bounding_box(options) if _resizes(options) else None
+        if box is not None and _shrinks_before_colour(im):
+            # Rotating and converting colour then touch the output's pixels, not the
+            # decoded ones (4 to 16 times as many after ``draft``, more without it).
+            im.thumbnail(_stored_box(box, facts.orientation), Image.Resampling.LANCZOS)
+            box = None
         # In place, and each step rebinds ``im``: a 24 MP photo is 72 MB decoded, and a
         # copy kept alive per step would double or triple a worker's peak memory.
         ImageOps.exif_transpose(im, in_place=True)
         # Read after transposing: exif_transpose drops the orientation tag it applied.
         exif_bytes = _kept_exif(im) if options.keep_metadata else None
         im = to_srgb(im)
-        if options.max_width is not None or options.max_height is not None:
-            im.thumbnail(_bounding_box(options), Image.Resampling.LANCZOS)
+        if box is not None:
+            im.thumbnail(box, Image.Resampling.LANCZOS)
         out_format = output_format(source_format, options.output_format, im)
         quality = output_quality(out_format, options, source_quality)
         encoded, final = encode(im, out_format, quality, exif_bytes, jpeg_optimize)
@@ -152,9 +158,7 @@ def _open_and_load(
             details={"width": width, "height": height, "max_pixels": max_pixels},
         )
     _check_animation(im, data, max_pixels)
-    if im.format in ("JPEG", "MPO") and (
-        options.max_width is not None or options.max_height is not None
-    ):
+    if im.format in ("JPEG", "MPO") and _resizes(options):
         # DCT-domain downscaling is far cheaper than decoding full size and resizing.
         target = _draft_target(im, options)
         if target is not None:
@@ -247,6 +251,25 @@ def _draft_target(im: Image.Image, options: TransformOptions) -> tuple[int, int]
     target_w = min(width, math.ceil(width * scale) * 2)
     target_h = min(height, math.ceil(height * scale) * 2)
     return (target_h, target_w) if swapped else (target_w, target_h)
+
+
+def _resizes(options: TransformOptions) -> bool:
+    return options.max_width is not None or options.max_height is not None
+
+
+def _shrinks_before_colour(im: Image.Image) -> bool:
+    """Whether resampling can come first: the pixels are already channels to average.
+    Palettes and colour keys must become RGB(A) first (a palette image would be resampled
+    by nearest neighbour, a colour key smeared into its neighbours), and 16-bit or float
+    data scaled to 8 bits. Turning and colour management commute with a resize: on the
+    bench's tagged and turned photos shrunk to 1000 px, the outputs differ from those of
+    the full-size order by 0.1-0.6 of a level per channel on average."""
+    return im.mode in ("L", "RGB", "RGBA", "CMYK") and "transparency" not in im.info
+
+
+def _stored_box(box: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The box, turned for the image as stored when its EXIF orientation turns it by 90°."""
+    return (box[1], box[0]) if orientation in (5, 6, 7, 8) else box
 
 
 def _bounding_box(options: TransformOptions) -> tuple[int, int]:
