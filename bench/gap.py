@@ -45,6 +45,9 @@ def _plain_pillow(data: bytes, quality: int) -> None:
     im.save(io.BytesIO(), "JPEG", quality=quality, optimize=True)
 
 
+TRAITS = ("AdobeRGB profile", "EXIF orientation", "sRGB profile", "untagged")
+
+
 def _trait(f: corpus_mod.CorpusFile) -> str:
     if f.icc == "adobe":
         return "AdobeRGB profile"
@@ -82,6 +85,9 @@ def main() -> None:
     total_ours = sum(ours for _, ours, _ in rows)
     if shrunk:
         print(f"transform(), max_width={a.max_width}, all {len(rows)} files: {total_ours:.1f} ms")
+        for trait in TRAITS:
+            group = [ours for f, ours, _ in rows if _trait(f) == trait]
+            print(f"  {trait:<17} {len(group):2d} files  {sum(group):7.1f} ms")
         return
     total_plain = sum(plain for _, _, plain in rows)
     beyond = total_ours - total_plain
@@ -89,7 +95,7 @@ def main() -> None:
         f"all {len(rows)} files: transform() {total_ours:.1f} ms, plain Pillow {total_plain:.1f} "
         f"ms (ratio {total_plain / total_ours:.3f}); {beyond:.1f} ms beyond the codec, of which:"
     )
-    for trait in ("AdobeRGB profile", "EXIF orientation", "sRGB profile", "untagged"):
+    for trait in TRAITS:
         group = [(ours, plain) for f, ours, plain in rows if _trait(f) == trait]
         extra = sum(ours - plain for ours, plain in group)
         share = extra / beyond if beyond > 0 else 0.0
