@@ -56,20 +56,21 @@ def _trait(f: corpus_mod.CorpusFile) -> str:
     return "sRGB profile" if f.icc == "srgb" else "untagged"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--max-width", type=int, default=None, help="transform() option max_width")
     p.add_argument("--runs", type=int, default=5, help="runs per file (median)")
     p.add_argument("--code", default="worktree", help="worktree, head or a git revision")
-    a = p.parse_args()
+    p.add_argument("--synthetic", action="store_true", help="8 generated files (installs nothing)")
+    a = p.parse_args(argv)
     print("measuring", use_code(Config(code=a.code)))
     from pixelbatch.transform import TransformOptions, transform
 
-    corpus = corpus_mod.build("full").group("jpeg")
+    corpus = corpus_mod.build("synthetic" if a.synthetic else "full").group("jpeg")
     options = TransformOptions(max_width=a.max_width)
     shrunk = a.max_width is not None
     rows = []
-    for f in corpus.files:
+    for f in [f for f in corpus.files if f.format == "jpeg"]:
         data = corpus.data(f.name)
         result = transform(data, options)
         quality = result.output_quality or 75

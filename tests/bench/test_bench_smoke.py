@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bench import gap
 from bench import run as bench_run
 
 pytestmark = pytest.mark.timeout(120)
@@ -154,3 +155,21 @@ def test_quick_polls_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert ms["status"] > 0 and ms["image_page"] > 0 and ms["yardstick"] > 0
     bench_run.print_report(report, output)
     assert f"status poll {ms['status']} ms" in capsys.readouterr().out
+
+
+def test_gap_groups_the_time_beyond_the_codec(capsys: pytest.CaptureFixture[str]) -> None:
+    gap.main(["--synthetic", "--runs", "1"])
+    out = capsys.readouterr().out
+
+    assert "plain Pillow" in out and "beyond the codec, of which:" in out
+    groups = {line[:19].strip(): line[19:] for line in out.splitlines()[-4:]}
+    assert groups.keys() == {"AdobeRGB profile", "EXIF orientation", "sRGB profile", "untagged"}
+    assert groups["AdobeRGB profile"].split()[:2] == ["1", "files"]  # one in the synthetic set
+
+
+def test_gap_times_shrunk_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    gap.main(["--synthetic", "--runs", "1", "--max-width", "300"])
+    out = capsys.readouterr().out
+
+    assert "transform(), max_width=300, all" in out
+    assert "plain Pillow" not in out
