@@ -15,8 +15,7 @@ from io import BytesIO
 import pytest
 from PIL import Image, ImageCms
 
-from pixelbatch.transform import TransformOptions, estimate_jpeg_quality, transform
-from pixelbatch.transform import colour as colour_mod
+from pixelbatch.transform import TransformOptions, estimate_jpeg_quality, lcms_direct, transform
 from pixelbatch.transform import quality as quality_mod
 from pixelbatch.transform.srgb import is_srgb
 
@@ -76,6 +75,7 @@ def test_srgb_tagged_jpeg_skips_colour_conversion(monkeypatch: pytest.MonkeyPatc
         raise AssertionError("an sRGB source went through LittleCMS")
 
     monkeypatch.setattr(ImageCms, "applyTransform", forbidden)
+    monkeypatch.setattr(lcms_direct, "convert_in_place", forbidden)
     tagged = transform(_photo_jpeg(SRGB), TransformOptions())
     # Same pixels in, no conversion: the very same output as the untagged source.
     assert tagged.data == untagged.data
@@ -89,26 +89,26 @@ def test_srgb_tagged_jpeg_skips_colour_conversion(monkeypatch: pytest.MonkeyPatc
 def test_non_srgb_profile_is_still_converted(make_profile: Callable[[], bytes]) -> None:
     profile = make_profile()
     calls: list[int] = []
-    real = ImageCms.applyTransform
+    real = lcms_direct.convert_in_place
 
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def counting(im: Image.Image, icc: bytes) -> bool:
+        calls.append(int(real(im, icc)))
+        return bool(calls[-1])
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ImageCms, "applyTransform", counting)
+        mp.setattr(lcms_direct, "convert_in_place", counting)
         transform(_photo_jpeg(profile), TransformOptions())
         transform(_photo_jpeg(profile), TransformOptions())
-    assert calls == [1, 1]
+    assert calls == [1, 1]  # converted, by LittleCMS on Pillow's pixels
 
 
 def test_a_profile_seen_again_reuses_its_transform() -> None:
     """Building a LittleCMS transform costs ~2 ms: a catalog's photos share few profiles."""
     profile = _with_gamma_22()
     first = transform(_photo_jpeg(profile), TransformOptions())
-    built = colour_mod._transform_to_srgb.cache_info()
+    built = lcms_direct._transforms.cache_info()
     again = transform(_photo_jpeg(profile), TransformOptions())
-    after = colour_mod._transform_to_srgb.cache_info()
+    after = lcms_direct._transforms.cache_info()
     assert again.data == first.data
     assert after.hits == built.hits + 1 and after.misses == built.misses
 

@@ -12,9 +12,10 @@ from typing import Final
 
 from PIL import Image, ImageCms
 
+from pixelbatch.transform import lcms_direct
 from pixelbatch.transform.srgb import is_srgb
 
-__all__ = ["to_srgb"]
+__all__ = ["converts_in_place", "to_srgb"]
 
 _SRGB_PROFILE: Final = ImageCms.createProfile("sRGB")
 
@@ -48,12 +49,21 @@ def to_srgb(im: Image.Image) -> Image.Image:
     return im
 
 
+def converts_in_place(im: Image.Image) -> bool:
+    """Whether ``to_srgb`` will run this (not yet decoded) image through its profile in
+    place: then it is worth decoding into one block (``lcms_direct.contiguous_pixels``)."""
+    icc = im.info.get("icc_profile")
+    return bool(icc) and im.mode in ("RGB", "RGBA") and not is_srgb(icc)
+
+
 def _apply_icc(im: Image.Image, icc: bytes) -> Image.Image | None:
     """Convert through the embedded profile; None if the profile is unusable."""
     out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
     # Same mode in and out (RGB photos, the common case): convert in place, so a 24 MP
     # photo does not need a second 72 MB buffer.
     in_place = im.mode == out_mode
+    if in_place and lcms_direct.convert_in_place(im, icc):
+        return im
     try:
         transform = _transform_to_srgb(icc, im.mode, out_mode)
         result = ImageCms.applyTransform(im, transform, inPlace=in_place)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Final
@@ -18,7 +20,8 @@ from typing import Final
 from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps
 
 from pixelbatch.errors import ImageError
-from pixelbatch.transform.colour import to_srgb
+from pixelbatch.transform import lcms_direct
+from pixelbatch.transform.colour import converts_in_place, to_srgb
 from pixelbatch.transform.encode import CONTENT_TYPES, encode, output_format, output_quality
 from pixelbatch.transform.options import TransformOptions
 from pixelbatch.transform.quality import estimate_jpeg_quality
@@ -68,24 +71,26 @@ def transform(
 
     # Pillow would silently pad truncated images with grey if this were ever flipped on.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), ExitStack() as decoding:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im, header_size = _open_and_load(data, sniffed, options, max_pixels)
-        except ImageError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"image too large: {exc}", code="image_too_large") from None
-        except MemoryError:
-            raise ImageError(
-                "image too large: ran out of memory while decoding", code="image_too_large"
-            ) from None
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-            # UnidentifiedImageError is an OSError: magic matched but the header is broken.
-            raise ImageError(
-                f"image data is truncated or corrupt: {exc}", code="corrupt_image"
-            ) from None
+        with _as_decode_errors():
+            im, header_size = _open_checked(data, max_pixels)
+            # A photo LittleCMS will convert is decoded into one block, which it can
+            # then convert in place at its fastest (see ``lcms_direct``).
+            decoding.enter_context(lcms_direct.contiguous_pixels(converts_in_place(im)))
+            _decode(im, options)
+        return _finish(im, data, options, header_size, sniffed, jpeg_optimize)
 
+
+def _finish(
+    im: Image.Image,
+    data: bytes,
+    options: TransformOptions,
+    header_size: tuple[int, int],
+    sniffed: str,
+    jpeg_optimize: bool,
+) -> TransformResult:
+    """Orient, convert, resize and encode a decoded image (or keep its source)."""
     source_format = "JPEG" if im.format == "MPO" else (im.format or sniffed)
     source_quality: int | None = None
     if source_format == "JPEG":
@@ -143,11 +148,30 @@ def transform(
 # --------------------------------------------------------------------------- decoding
 
 
-def _open_and_load(
-    data: bytes, sniffed: str, options: TransformOptions, max_pixels: int
-) -> tuple[Image.Image, tuple[int, int]]:
-    """Open with the allowlist, enforce the pixel cap from the header, then decode.
-    Returns the image and its size in the header (``draft`` may decode it smaller)."""
+@contextmanager
+def _as_decode_errors() -> Iterator[None]:
+    """What a hostile or broken file can raise while it is opened and decoded, as the
+    ``ImageError`` that fails that image alone."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large: {exc}", code="image_too_large") from None
+    except MemoryError:
+        raise ImageError(
+            "image too large: ran out of memory while decoding", code="image_too_large"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        # UnidentifiedImageError is an OSError: magic matched but the header is broken.
+        raise ImageError(
+            f"image data is truncated or corrupt: {exc}", code="corrupt_image"
+        ) from None
+
+
+def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Open with the allowlist and enforce the pixel cap from the header, before any pixel
+    is decoded. Returns the image and its size in the header (``draft`` may shrink it)."""
     im = Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS))
     width, height = im.size
     if width * height > max_pixels:
@@ -158,6 +182,10 @@ def _open_and_load(
             details={"width": width, "height": height, "max_pixels": max_pixels},
         )
     _check_animation(im, data, max_pixels)
+    return im, (width, height)
+
+
+def _decode(im: Image.Image, options: TransformOptions) -> None:
     if im.format in ("JPEG", "MPO") and _resizes(options):
         # DCT-domain downscaling is far cheaper than decoding full size and resizing.
         target = _draft_target(im, options)
@@ -165,7 +193,6 @@ def _open_and_load(
             im.draft("RGB", target)
     # Animated GIF/WebP/AVIF and multi-page TIFF: the freshly opened image is frame 0.
     im.load()
-    return im, (width, height)
 
 
 def _check_animation(im: Image.Image, data: bytes, max_pixels: int) -> None:
