@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench import gap
+from bench import cms, gap
 from bench import run as bench_run
 
 pytestmark = pytest.mark.timeout(120)
@@ -173,3 +173,11 @@ def test_gap_times_shrunk_outputs(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert "transform(), max_width=300, all" in out
     assert "plain Pillow" not in out
+
+
+def test_cms_times_both_colour_paths_on_the_same_pixels(capsys: pytest.CaptureFixture[str]) -> None:
+    cms.main(["--synthetic", "--runs", "1"])
+    out = capsys.readouterr().out.splitlines()
+
+    assert len(out) == 2 and "same pixels" in out[0]  # the synthetic set's one AdobeRGB photo
+    assert out[-1].startswith("0.8 MP converted: ImageCms") and "direct" in out[-1]
