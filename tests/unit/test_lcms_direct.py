@@ -3,6 +3,7 @@ touch nothing it should not, and stay the path transform() takes for tagged phot
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 import threading
@@ -10,10 +11,11 @@ from collections.abc import Iterator
 from io import BytesIO
 
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageStat
 from PIL import _imaging as pillow_core
 
 from pixelbatch.transform import TransformOptions, colour, lcms_direct, transform
+from pixelbatch.transform.srgb import is_srgb
 
 # Adobe RGB (1998) colorants, D50-adapted as ICC profiles store them.
 _ADOBE_COLORANTS = {
@@ -38,6 +40,31 @@ def _wide_gamut_profile() -> bytes:
 
 
 WIDE = _wide_gamut_profile()
+
+
+def _linear_grey_profile() -> bytes:
+    """A grey profile with a linear tone curve (gamma 1.0), made by LittleCMS itself: its
+    mid-grey 128 is sRGB's 188."""
+    lib = lcms_direct._library()
+    assert lib is not None
+    lib.cmsBuildGamma.restype, lib.cmsBuildGamma.argtypes = (
+        ctypes.c_void_p,
+        [
+            ctypes.c_void_p,
+            ctypes.c_double,
+        ],
+    )
+    save = lib.cmsSaveProfileToMem
+    save.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+    curve = lib.cmsBuildGamma(None, 1.0)
+    profile = lib.cmsCreateGrayProfile(lib.cmsD50_xyY(), curve)
+    size = ctypes.c_uint32(0)
+    save(profile, None, ctypes.byref(size))
+    data = ctypes.create_string_buffer(size.value)
+    save(profile, data, ctypes.byref(size))
+    lib.cmsCloseProfile(profile)
+    lib.cmsFreeToneCurve(curve)
+    return data.raw
 
 
 def _noise(mode: str, size: tuple[int, int]) -> Image.Image:
@@ -113,6 +140,46 @@ def test_declines_other_modes_and_broken_profiles() -> None:
     assert im.tobytes() == before
 
 
+@pytest.mark.usefixtures("blocks")
+def test_declines_an_empty_image() -> None:
+    # One pixel would be read and written past a 0-pixel block.
+    assert not lcms_direct.convert_in_place(Image.new("RGB", (0, 5)), WIDE)
+
+
+@pytest.mark.usefixtures("blocks")
+def test_grey_profiles_convert_to_srgb_tones_and_stay_grey() -> None:
+    linear = _linear_grey_profile()
+    ramp = Image.frombytes("L", (256, 1), bytes(range(256)))
+    ramp.info["icc_profile"] = linear
+    out = colour.to_srgb(ramp)
+    assert out.mode == "L" and "icc_profile" not in out.info
+    values = list(out.tobytes())
+    assert values[0] == 0 and values[255] == 255
+    assert abs(values[128] - 188) <= 1 and abs(values[32] - 99) <= 1  # sRGB of linear 0.5, 0.125
+    assert values == sorted(values)
+    assert not lcms_direct.convert_in_place(_noise("RGB", (4, 4)), linear)  # grey on RGB
+    assert not lcms_direct.convert_in_place(_noise("L", (4, 4)), WIDE)  # RGB on grey
+
+
+@pytest.mark.usefixtures("blocks")
+def test_a_converted_image_is_tagged_srgb_so_converting_again_changes_nothing() -> None:
+    im = _noise("RGB", (32, 32))
+    im.info["icc_profile"] = WIDE
+    once = colour.to_srgb(im)
+    assert is_srgb(once.info["icc_profile"])
+    pixels = once.tobytes()
+    assert colour.to_srgb(once).tobytes() == pixels
+
+
+def test_a_fork_inside_the_scope_starts_outside_it() -> None:
+    with lcms_direct.contiguous_pixels():
+        pid = os.fork()
+        if pid == 0:  # the child: no thread of its own is inside the scope
+            os._exit(0 if pillow_core.get_use_block_allocator() == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_allocator_is_restored_after_overlapping_users() -> None:
     assert pillow_core.get_use_block_allocator() == 0
     inside = threading.Event()
@@ -170,3 +237,11 @@ def test_only_tagged_non_srgb_colour_images_ask_for_one_block() -> None:
         buf = BytesIO()
         _noise("RGB", (8, 8)).save(buf, "PNG", icc_profile=icc)
         assert colour.converts_in_place(Image.open(buf)) is expected
+
+
+def test_transform_keeps_a_grey_photo_grey_in_srgb_tones() -> None:
+    buf = BytesIO()
+    Image.new("L", (64, 64), 128).save(buf, "JPEG", quality=95, icc_profile=_linear_grey_profile())
+    out = Image.open(BytesIO(transform(buf.getvalue(), TransformOptions()).data))
+    assert out.mode == "L" and not out.info.get("icc_profile")
+    assert abs(ImageStat.Stat(out).mean[0] - 188) < 2

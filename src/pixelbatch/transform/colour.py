@@ -39,6 +39,12 @@ def to_srgb(im: Image.Image) -> Image.Image:
 
     if icc and im.mode in ("RGB", "RGBA") and is_srgb(icc):
         return im  # sRGB already: the conversion would be a full pass that changes nothing
+    if icc and im.mode == "L":
+        # A grey profile: to sRGB's tone curve, still grey (only the direct path can; an
+        # RGB profile on grey pixels is as unusable here as for ImageCms).
+        if lcms_direct.convert_in_place(im, icc):
+            del im.info["icc_profile"]  # untagged grey is read with sRGB's curve
+        return im
     if icc and im.mode in ("RGB", "RGBA", "CMYK"):
         converted = _apply_icc(im, icc)
         if converted is not None:
@@ -53,7 +59,14 @@ def converts_in_place(im: Image.Image) -> bool:
     """Whether ``to_srgb`` will run this (not yet decoded) image through its profile in
     place: then it is worth decoding into one block (``lcms_direct.contiguous_pixels``)."""
     icc = im.info.get("icc_profile")
-    return bool(icc) and im.mode in ("RGB", "RGBA") and not is_srgb(icc)
+    if not icc or im.mode not in ("RGB", "RGBA", "L") or not lcms_direct.one_block_fits(im):
+        return False
+    return not is_srgb(icc)
+
+
+@functools.cache
+def _srgb_icc() -> bytes:
+    return ImageCms.ImageCmsProfile(_SRGB_PROFILE).tobytes()
 
 
 def _apply_icc(im: Image.Image, icc: bytes) -> Image.Image | None:
@@ -63,6 +76,7 @@ def _apply_icc(im: Image.Image, icc: bytes) -> Image.Image | None:
     # photo does not need a second 72 MB buffer.
     in_place = im.mode == out_mode
     if in_place and lcms_direct.convert_in_place(im, icc):
+        im.info["icc_profile"] = _srgb_icc()  # as ImageCms tags what it converts
         return im
     try:
         transform = _transform_to_srgb(icc, im.mode, out_mode)

@@ -1,4 +1,4 @@
-"""Convert RGB(A) pixels to sRGB by calling LittleCMS on Pillow's own pixel memory.
+"""Convert pixels to sRGB by calling LittleCMS on Pillow's own pixel memory.
 
 Pillow hands LittleCMS its 4-byte RGB pixels as ``TYPE_RGBA_8``, a layout for which
 LittleCMS has no specialised reader: on a 12 MP AdobeRGB photo the conversion takes
@@ -9,44 +9,49 @@ call converts every pixel but the first that way, in place, and a one-pixel call
 Pillow's own layout converts the first. The output is byte for byte what Pillow's
 ``ImageCms`` gives (same library, transform, intent and flags; a test checks it).
 
+Greyscale images with a grey profile (Photoshop's "Dot Gain 20%", "Gray Gamma 1.8") are
+converted to sRGB's tone curve and stay greyscale: ``ImageCms`` can only build sRGB as an
+RGB profile, and an untagged grey image is shown with sRGB's curve, so without this the
+profile, stripped with the metadata, would take the image's tones with it.
+
 The pixel memory is reached through Pillow's Arrow export (the Arrow C data interface, a
 stable ABI), which requires the image to be one block: ``contiguous_pixels`` makes Pillow
 allocate so while an image that will be converted is decoded. Where any of this is
-missing (another platform, another Pillow, the library not found) ``convert_in_place``
-returns False and the caller uses ``ImageCms``.
+missing (another interpreter, another Pillow, an image in several blocks)
+``convert_in_place`` returns False and the caller falls back.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from PIL import (
-    Image,
-    _imagingcms,  # noqa: F401  (loads the LittleCMS that _library_path looks for)
-)
+from PIL import Image
 from PIL import _imaging as pillow_core
 
-__all__ = ["available", "contiguous_pixels", "convert_in_place"]
+__all__ = ["available", "contiguous_pixels", "convert_in_place", "one_block_fits"]
 
-_PT_RGB: Final = 4
 _INTENT_PERCEPTUAL: Final = 0  # what colour.py asks Pillow for; matrix/TRC profiles ignore it
+_GRAY_DATA: Final = 0x47524159  # "GRAY", a profile's data colour space
+# sRGB's tone curve (IEC 61966-2-1) as LittleCMS's parametric curve of type 4.
+_SRGB_CURVE: Final = (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+# Pillow 13 allocates a single block only below 2 GiB, with no fallback to smaller blocks.
+_ONE_BLOCK_LIMIT: Final = 1 << 31
 
 
-def _rgb_format(*, extra_first: bool) -> int:
-    """A LittleCMS pixel format: RGB, 8 bits, one extra byte (after the colours or before)."""
-    colorspace, extra, channels, size = _PT_RGB << 16, 1 << 7, 3 << 3, 1
-    return colorspace | extra | channels | size | (int(extra_first) << 14)
+def _format(colorspace: int, channels: int, *, extra: int = 0, extra_first: bool = False) -> int:
+    """A LittleCMS pixel format of 8-bit samples (lcms2.h's TYPE_* macros)."""
+    return colorspace << 16 | int(extra_first) << 14 | extra << 7 | channels << 3 | 1
 
 
-_PILLOW_LAYOUT: Final = _rgb_format(extra_first=False)  # TYPE_RGBA_8
-_SHIFTED_LAYOUT: Final = _rgb_format(extra_first=True)  # TYPE_ARGB_8
+_PILLOW_RGB: Final = _format(4, 3, extra=1)  # TYPE_RGBA_8: R, G, B, X as Pillow keeps them
+_SHIFTED_RGB: Final = _format(4, 3, extra=1, extra_first=True)  # TYPE_ARGB_8
+_GREY: Final = _format(3, 1)  # TYPE_GRAY_8
 
 
 class _ArrowSchema(ctypes.Structure):
@@ -83,56 +88,39 @@ _ArrowArray._fields_ = [
     ("private_data", ctypes.c_void_p),
 ]
 
-_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_pointer.restype = ctypes.c_void_p
-_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-
-
-def _library_path() -> str | None:
-    """The LittleCMS that Pillow's ``ImageCms`` loaded (its wheels bundle their own), so
-    both paths run the same code; else the system's."""
-    maps = Path("/proc/self/maps")
-    if maps.exists():
-        for line in maps.read_text().splitlines():
-            path = line.split(maxsplit=5)[-1]
-            if "/liblcms2" in path:
-                return path
-    return ctypes.util.find_library("lcms2")
+_P, _U32 = ctypes.c_void_p, ctypes.c_uint32
+_SIGNATURES: Final[dict[str, tuple[Any, list[Any]]]] = {
+    "cmsOpenProfileFromMem": (_P, [ctypes.c_char_p, _U32]),
+    "cmsCreate_sRGBProfile": (_P, []),
+    "cmsD50_xyY": (_P, []),
+    "cmsBuildParametricToneCurve": (_P, [_P, ctypes.c_int32, ctypes.POINTER(ctypes.c_double)]),
+    "cmsCreateGrayProfile": (_P, [_P, _P]),
+    "cmsFreeToneCurve": (None, [_P]),
+    "cmsGetColorSpace": (_U32, [_P]),
+    "cmsCloseProfile": (ctypes.c_int, [_P]),
+    # input profile, input format, output profile, output format, intent, flags
+    "cmsCreateTransform": (_P, [_P, _U32, _P, _U32, _U32, _U32]),
+    "cmsDeleteTransform": (None, [_P]),
+    "cmsDoTransform": (None, [_P, _P, _P, _U32]),  # ctypes releases the GIL around it
+}
 
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    path = _library_path()
-    if path is None or not hasattr(Image.Image, "__arrow_c_array__"):  # Pillow < 11.2
-        return None
+    """LittleCMS as Pillow's ``ImageCms`` extension links it (its wheels bundle their own):
+    symbols looked up through the extension resolve to the very library it calls, so both
+    paths run the same code whatever else the process has loaded."""
+    if not hasattr(Image.Image, "__arrow_c_array__") or not hasattr(ctypes, "pythonapi"):
+        return None  # Pillow < 11.2, or not CPython (the capsules need its C API)
     try:
-        lib = ctypes.CDLL(path)
-    except OSError:
+        from PIL import _imagingcms
+
+        lib = ctypes.CDLL(_imagingcms.__file__)
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            function = getattr(lib, name)
+            function.restype, function.argtypes = restype, argtypes
+    except (ImportError, OSError, AttributeError):
         return None
-    lib.cmsOpenProfileFromMem.restype = ctypes.c_void_p
-    lib.cmsOpenProfileFromMem.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
-    lib.cmsCreate_sRGBProfile.restype = ctypes.c_void_p
-    lib.cmsCreate_sRGBProfile.argtypes = []
-    lib.cmsCloseProfile.restype = ctypes.c_int
-    lib.cmsCloseProfile.argtypes = [ctypes.c_void_p]
-    lib.cmsCreateTransform.restype = ctypes.c_void_p
-    lib.cmsCreateTransform.argtypes = [
-        ctypes.c_void_p,  # input profile
-        ctypes.c_uint32,  # input format
-        ctypes.c_void_p,  # output profile
-        ctypes.c_uint32,  # output format
-        ctypes.c_uint32,  # intent
-        ctypes.c_uint32,  # flags
-    ]
-    lib.cmsDeleteTransform.restype = None
-    lib.cmsDeleteTransform.argtypes = [ctypes.c_void_p]
-    lib.cmsDoTransform.restype = None  # ctypes releases the GIL around the call
-    lib.cmsDoTransform.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_uint32,
-    ]
     return lib
 
 
@@ -141,84 +129,126 @@ def available() -> bool:
     return _library() is not None
 
 
-class _Transforms:
-    """The two LittleCMS transforms of one source profile, freed with the object."""
+def one_block_fits(im: Image.Image) -> bool:
+    """Whether the image's pixels can be allocated as one block (4 bytes a pixel at most)."""
+    return im.width * im.height * 4 < _ONE_BLOCK_LIMIT
 
-    def __init__(self, lib: ctypes.CDLL, first_pixel: int, shifted: int) -> None:
-        self._lib = lib
-        self.first_pixel = first_pixel
-        self.shifted = shifted
+
+class _Transforms:
+    """The LittleCMS transforms of one source profile, freed with the object."""
+
+    def __init__(self, lib: ctypes.CDLL, mode: str, handles: list[int]) -> None:
+        self.lib, self.mode, self.handles = lib, mode, handles
 
     def __del__(self) -> None:
-        self._lib.cmsDeleteTransform(self.first_pixel)
-        self._lib.cmsDeleteTransform(self.shifted)
+        for handle in self.handles:
+            self.lib.cmsDeleteTransform(handle)
+
+
+def _srgb_profile(lib: ctypes.CDLL, grey: bool) -> int:
+    if not grey:
+        return int(lib.cmsCreate_sRGBProfile())
+    curve = lib.cmsBuildParametricToneCurve(None, 4, (ctypes.c_double * 5)(*_SRGB_CURVE))
+    try:
+        return int(lib.cmsCreateGrayProfile(lib.cmsD50_xyY(), curve))
+    finally:
+        lib.cmsFreeToneCurve(curve)
 
 
 @functools.lru_cache(maxsize=32)
 def _transforms(icc: bytes) -> _Transforms | None:
-    """Built once per profile, like ``colour._transform_to_srgb``; None if unusable."""
+    """Built once per profile, like ``colour._transform_to_srgb``: RGB to sRGB in Pillow's
+    layout and shifted, or grey to sRGB's grey; None if the profile is unusable."""
     lib = _library()
     if lib is None:
         return None
     source = lib.cmsOpenProfileFromMem(icc, len(icc))
     if not source:
         return None
-    srgb = lib.cmsCreate_sRGBProfile()
+    grey = lib.cmsGetColorSpace(source) == _GRAY_DATA
+    layouts = (_GREY,) if grey else (_PILLOW_RGB, _SHIFTED_RGB)
+    srgb = _srgb_profile(lib, grey)
     try:
         made = [
             lib.cmsCreateTransform(source, layout, srgb, layout, _INTENT_PERCEPTUAL, 0)
-            for layout in (_PILLOW_LAYOUT, _SHIFTED_LAYOUT)
+            for layout in layouts
         ]
     finally:
         lib.cmsCloseProfile(source)
         lib.cmsCloseProfile(srgb)
-    if not all(made):
-        for handle in filter(None, made):
-            lib.cmsDeleteTransform(handle)
-        return None
-    return _Transforms(lib, made[0], made[1])
+    transforms = _Transforms(lib, "L" if grey else "RGB", [h for h in made if h])
+    return transforms if all(made) else None
+
+
+def _capsule(capsule: object, name: bytes) -> int:
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return int(get(capsule, name))
 
 
 def _pixel_address(im: Image.Image, schema: object, array: object) -> int | None:
-    """Where the image's pixels start, if Pillow exported them as one run of 4-byte
-    pixels (``+w:4`` of ``C``) without offsets."""
-    head = ctypes.cast(_capsule_pointer(schema, b"arrow_schema"), ctypes.POINTER(_ArrowSchema))
-    body = ctypes.cast(_capsule_pointer(array, b"arrow_array"), ctypes.POINTER(_ArrowArray))
-    fmt, data = head.contents, body.contents
-    if fmt.format != b"+w:4" or fmt.n_children != 1 or fmt.children[0].contents.format != b"C":
+    """Where the image's pixels start, if Pillow exported them as one run without offsets:
+    4-byte pixels (``+w:4`` of ``C``) for RGB(A), bytes (``C``) for L."""
+    head = ctypes.cast(_capsule(schema, b"arrow_schema"), ctypes.POINTER(_ArrowSchema)).contents
+    body = ctypes.cast(_capsule(array, b"arrow_array"), ctypes.POINTER(_ArrowArray)).contents
+    count = im.width * im.height
+    if body.offset != 0 or body.length != count:
         return None
-    if data.n_children != 1 or data.offset != 0 or data.length != im.width * im.height:
+    if im.mode == "L":
+        if head.format != b"C" or head.n_children != 0 or body.n_buffers != 2:
+            return None
+        return body.buffers[1] or None
+    if head.format != b"+w:4" or head.n_children != 1 or body.n_children != 1:
         return None
-    pixels = data.children[0].contents
-    if pixels.n_buffers != 2 or pixels.offset != 0 or pixels.length != 4 * data.length:
+    pixels = body.children[0].contents
+    if head.children[0].contents.format != b"C" or pixels.n_buffers != 2:
+        return None
+    if pixels.offset != 0 or pixels.length != 4 * count:
         return None
     return pixels.buffers[1] or None
 
 
 def convert_in_place(im: Image.Image, icc: bytes) -> bool:
-    """Convert an RGB or RGBA image from ``icc`` to sRGB in place (alpha untouched).
-    False, with the pixels untouched, when the direct path cannot run on this image."""
-    if im.mode not in ("RGB", "RGBA") or im.readonly or not im.im.isblock():
+    """Convert an RGB, RGBA or L image from ``icc`` to sRGB in place (alpha untouched).
+    False, with the pixels untouched, when the direct path cannot run on this image or
+    this profile does not describe its kind of pixels."""
+    if im.mode not in ("RGB", "RGBA", "L") or im.readonly or im.width * im.height == 0:
+        return False
+    if not im.im.isblock():
         return False
     transforms = _transforms(icc)
-    if transforms is None:
+    if transforms is None or (transforms.mode == "L") != (im.mode == "L"):
         return False
     schema, array = im.__arrow_c_array__()  # holds the pixels until both are released
     address = _pixel_address(im, schema, array)
     if address is None:
         return False
-    lib, count = transforms._lib, im.width * im.height
-    lib.cmsDoTransform(transforms.first_pixel, address, address, 1)
+    lib, count, handles = transforms.lib, im.width * im.height, transforms.handles
+    if im.mode == "L":
+        lib.cmsDoTransform(handles[0], address, address, count)
+        return True
+    lib.cmsDoTransform(handles[0], address, address, 1)
     if count > 1:
         # From the first pixel's extra byte: each 4 bytes are X(n-1), R(n), G(n), B(n).
-        lib.cmsDoTransform(transforms.shifted, address + 3, address + 3, count - 1)
-    del schema, array
+        lib.cmsDoTransform(handles[1], address + 3, address + 3, count - 1)
     return True
 
 
 _allocator_lock = threading.Lock()
 _allocator_users = 0
 _allocator_default = 0
+
+
+def _forget_users_after_fork() -> None:
+    """A child forked while a thread of its parent was inside the scope has no such thread:
+    without this the count would never fall back to zero there."""
+    global _allocator_users
+    if _allocator_users:
+        _allocator_users = 0
+        pillow_core.set_use_block_allocator(_allocator_default)
+
+
+os.register_at_fork(after_in_child=_forget_users_after_fork)
 
 
 @contextmanager

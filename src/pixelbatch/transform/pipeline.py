@@ -71,9 +71,9 @@ def transform(
 
     # Pillow would silently pad truncated images with grey if this were ever flipped on.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with warnings.catch_warnings(), ExitStack() as decoding:
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with _as_decode_errors():
+    with ExitStack() as decoding:
+        with warnings.catch_warnings(), _as_decode_errors():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             im, header_size = _open_checked(data, max_pixels)
             # A photo LittleCMS will convert is decoded into one block, which it can
             # then convert in place at its fastest (see ``lcms_direct``).
