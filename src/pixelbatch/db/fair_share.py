@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import BindParameter, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from pixelbatch.db.models import ACTIVE_BATCH_STATES, Batch, Image, ImageStatus, Priority
+from pixelbatch.db.models import ACTIVE_BATCH_STATES, Batch, Image, ImageStatus, Priority, utcnow
 
 
 @dataclass
@@ -55,6 +55,21 @@ def claimable_now(now: datetime | BindParameter[datetime]) -> Any:
             and_(Image.status == ImageStatus.PROCESSING, Image.lease_until < now),
         ),
     )
+
+
+def count_claimable(session: Session, at_most: int) -> int:
+    """Images of active batches that no live lease covers (work waiting for a worker),
+    counted up to ``at_most``. The sweeper only needs to know how many work messages to
+    queue, at most a fan-out's worth; counting a 100,000-image backlog in full took 24 ms of
+    every sweep of every worker on PostgreSQL."""
+    waiting = (
+        select(Image.id)
+        .join(Batch, Batch.id == Image.batch_id)
+        .where(Batch.status.in_(ACTIVE_BATCH_STATES), claimable_now(utcnow()))
+        .limit(at_most)
+        .subquery()
+    )
+    return int(session.scalar(select(func.count()).select_from(waiting)) or 0)
 
 
 def effective_level(

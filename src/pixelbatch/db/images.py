@@ -30,8 +30,6 @@ from sqlalchemy.orm import Session, aliased
 
 from pixelbatch.db import batch_lifecycle, fair_share, recording
 from pixelbatch.db.models import (
-    ACTIVE_BATCH_STATES,
-    Batch,
     Image,
     ImageStatus,
     Product,
@@ -213,19 +211,6 @@ def _claim_planned(
         )
         for r in rows
     ]
-
-
-def count_claimable(session: Session) -> int:
-    """Images of active batches that no live lease covers: work waiting for a worker."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Image)
-            .join(Batch, Batch.id == Image.batch_id)
-            .where(Batch.status.in_(ACTIVE_BATCH_STATES), fair_share.claimable_now(utcnow()))
-        )
-        or 0
-    )
 
 
 def renew_leases(session: Session, *, owner: str, ids: Iterable[int], lease_seconds: float) -> int:

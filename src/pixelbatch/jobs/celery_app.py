@@ -28,7 +28,8 @@ from kombu.transport.virtual import Channel as VirtualChannel
 from sqlalchemy.exc import OperationalError
 
 from pixelbatch.db.engine import transaction
-from pixelbatch.db.images import claim_images, count_claimable
+from pixelbatch.db.fair_share import count_claimable
+from pixelbatch.db.images import claim_images
 from pixelbatch.db.outbox import count_due_deliveries
 from pixelbatch.heap import freeze_startup_objects
 from pixelbatch.jobs.finalize import finalize_ready_batches
@@ -246,7 +247,8 @@ class Sweeper:
     def sweep(self) -> None:
         settings = self.runtime.settings
         with transaction(self.runtime.sessions) as session:
-            claimable = count_claimable(session)
+            # No more than a full fan-out's worth of messages is ever asked for.
+            claimable = count_claimable(session, settings.dispatch_fanout * settings.chunk_size)
             due_webhooks = count_due_deliveries(session)
         if claimable:
             wanted = doorbells_for(claimable, settings)
