@@ -137,8 +137,8 @@ def one_block_fits(im: Image.Image) -> bool:
 class _Transforms:
     """The LittleCMS transforms of one source profile, freed with the object."""
 
-    def __init__(self, lib: ctypes.CDLL, mode: str, handles: list[int]) -> None:
-        self.lib, self.mode, self.handles = lib, mode, handles
+    def __init__(self, lib: ctypes.CDLL, grey: bool, handles: list[int]) -> None:
+        self.lib, self.grey, self.handles = lib, grey, handles
 
     def __del__(self) -> None:
         for handle in self.handles:
@@ -176,14 +176,21 @@ def _transforms(icc: bytes) -> _Transforms | None:
     finally:
         lib.cmsCloseProfile(source)
         lib.cmsCloseProfile(srgb)
-    transforms = _Transforms(lib, "L" if grey else "RGB", [h for h in made if h])
+    transforms = _Transforms(lib, grey, [h for h in made if h])
     return transforms if all(made) else None
 
 
-def _capsule(capsule: object, name: bytes) -> int:
+@functools.cache
+def _capsule_pointer() -> Any:
+    """CPython's ``PyCapsule_GetPointer``, looked up when first used (not at import, so
+    another interpreter can still import this module)."""
     get = ctypes.pythonapi.PyCapsule_GetPointer
     get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    return int(get(capsule, name))
+    return get
+
+
+def _capsule(capsule: object, name: bytes) -> int:
+    return int(_capsule_pointer()(capsule, name))
 
 
 def _pixel_address(im: Image.Image, schema: object, array: object) -> int | None:
@@ -217,7 +224,7 @@ def convert_in_place(im: Image.Image, icc: bytes) -> bool:
     if not im.im.isblock():
         return False
     transforms = _transforms(icc)
-    if transforms is None or (transforms.mode == "L") != (im.mode == "L"):
+    if transforms is None or transforms.grey != (im.mode == "L"):
         return False
     schema, array = im.__arrow_c_array__()  # holds the pixels until both are released
     address = _pixel_address(im, schema, array)

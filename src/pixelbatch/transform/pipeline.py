@@ -12,7 +12,7 @@ import math
 import struct
 import warnings
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Final
@@ -71,13 +71,12 @@ def transform(
 
     # Pillow would silently pad truncated images with grey if this were ever flipped on.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with ExitStack() as decoding:
-        with warnings.catch_warnings(), _as_decode_errors():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im, header_size = _open_checked(data, max_pixels)
-            # A photo LittleCMS will convert is decoded into one block, which it can
-            # then convert in place at its fastest (see ``lcms_direct``).
-            decoding.enter_context(lcms_direct.contiguous_pixels(converts_in_place(im)))
+    with _as_decode_errors():
+        im, header_size = _open_checked(data, max_pixels)
+    # A photo LittleCMS will convert is decoded into one block, which it can then convert
+    # in place at its fastest (see ``lcms_direct``).
+    with lcms_direct.contiguous_pixels(converts_in_place(im)):
+        with _as_decode_errors():
             _decode(im, options)
         return _finish(im, data, options, header_size, sniffed, jpeg_optimize)
 
@@ -151,9 +150,11 @@ def _finish(
 @contextmanager
 def _as_decode_errors() -> Iterator[None]:
     """What a hostile or broken file can raise while it is opened and decoded, as the
-    ``ImageError`` that fails that image alone."""
+    ``ImageError`` that fails that image alone (a decompression-bomb warning included)."""
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
