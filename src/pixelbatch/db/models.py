@@ -27,9 +27,10 @@ from sqlalchemy import (
     Text,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -211,21 +212,20 @@ class Batch(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
-    products: Mapped[list[Product]] = relationship(back_populates="batch", lazy="raise")
-
 
 class Product(Base):
     __tablename__ = "products"
     __table_args__ = (Index("ix_products_batch_row", "batch_id", "row_number", unique=True),)
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    # No foreign key (dropped on PostgreSQL by migration 0011, which says why): products
+    # and images are written in their batch's own transaction (db.bulk) and deleted child
+    # first (db.batch_removal).
+    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     row_number: Mapped[int] = mapped_column(Integer)
     serial: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     extra: Mapped[list[str]] = mapped_column(JSON)
-
-    batch: Mapped[Batch] = relationship(back_populates="products", lazy="raise")
 
 
 class Image(Base):
@@ -234,17 +234,23 @@ class Image(Base):
         Index("ix_images_batch_status_code", "batch_id", "status", "error_code"),
         Index("ix_images_status_lease", "status", "lease_until"),
         Index("ix_images_product_position", "product_id", "position", unique=True),
+        # Repeats only: looked up by value, never as NULL (migration 0011).
+        Index(
+            "ix_images_duplicate_of",
+            "duplicate_of",
+            postgresql_where=text("duplicate_of IS NOT NULL"),
+            sqlite_where=text("duplicate_of IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
-    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    # No foreign keys to the batch or the product: see Product.batch_id.
+    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    product_id: Mapped[int] = mapped_column(IdType)
     position: Mapped[int] = mapped_column(Integer)
     url: Mapped[str] = mapped_column(Text)
     # Set on a repeat of a URL already in the batch: it is recorded with that image's result.
-    duplicate_of: Mapped[int | None] = mapped_column(
-        ForeignKey("images.id", ondelete="SET NULL"), index=True
-    )
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
     status: Mapped[ImageStatus] = mapped_column(
         _enum(ImageStatus, "image_status"), default=ImageStatus.PENDING
     )

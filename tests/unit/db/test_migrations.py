@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+from sqlalchemy.orm import Session, sessionmaker
 
 from pixelbatch.db.engine import make_engine
 from pixelbatch.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from pixelbatch.db.models import Base
+from tests import support
 
 # Every revision on a landed main, oldest first. Append; never rename or reorder.
 RELEASED = [
@@ -20,6 +25,8 @@ RELEASED = [
     "0006_output_urls_expiry",
     "0007_kept_original",
     "0008_not_smaller_counts",
+    "0009_error_code_index",
+    "0010_batch_status_output_index",
 ]
 
 
@@ -44,3 +51,100 @@ def test_a_database_at_the_last_released_revision_upgrades_to_head(tmp_path: Pat
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def _foreign_keys(engine: Engine) -> set[tuple[str, str, str]]:
+    """(table, column, referred table) of every foreign key the database has."""
+    inspector = inspect(engine)
+    return {
+        (table, column, key["referred_table"])
+        for table in inspector.get_table_names()
+        for key in inspector.get_foreign_keys(table)
+        for column in key["constrained_columns"]
+    }
+
+
+def _model_foreign_keys() -> set[tuple[str, str, str]]:
+    return {
+        (table.name, key.parent.name, key.column.table.name)
+        for table in Base.metadata.sorted_tables
+        for key in table.foreign_keys
+    }
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+CHECKED_KEYS = {
+    ("products", "batch_id", "batches"),
+    ("images", "batch_id", "batches"),
+    ("images", "product_id", "products"),
+}
+
+
+def test_postgresql_checks_no_foreign_key_per_catalog_row() -> None:
+    """Migration 0011 drops the keys PostgreSQL checked for each row of a new catalog, and
+    only those: the database then has exactly the models' keys, and a downgrade restores
+    them."""
+    with support.postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            upgrade(engine, "0010_batch_status_output_index")
+            before = _foreign_keys(engine)
+            assert before >= CHECKED_KEYS
+            upgrade(engine)
+            after = _foreign_keys(engine)
+            assert after == before - CHECKED_KEYS == _model_foreign_keys()
+            assert ("images", "duplicate_of", "images") in after
+            _downgrade(engine, "0010_batch_status_output_index")
+            assert _foreign_keys(engine) == before
+        finally:
+            engine.dispose()
+
+
+def test_sqlite_keeps_its_foreign_keys(tmp_path: Path) -> None:
+    """SQLite cannot drop a key without rebuilding the table, and rebuilding ``products``
+    would cascade its delete to the images; its checks cost nothing measurable there."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        upgrade(engine)
+        assert _foreign_keys(engine) == _model_foreign_keys() | CHECKED_KEYS
+    finally:
+        engine.dispose()
+
+
+def test_repeats_are_found_through_an_index_of_repeats_only(
+    sessions_on_both: sessionmaker[Session],
+) -> None:
+    """``ix_images_duplicate_of`` holds only the images that repeat a URL (a new catalog's
+    other rows add no entry to it), and still serves the lookups by value: recording an
+    image's result for its repeats, and the ``has_copies`` flag of a claim."""
+    with sessions_on_both() as session:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            where = conn.exec_driver_sql(
+                "SELECT pg_get_expr(i.indpred, i.indrelid) FROM pg_index i JOIN pg_class c"
+                " ON c.oid = i.indexrelid WHERE c.relname = 'ix_images_duplicate_of'"
+            ).scalar_one()
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = list(
+                conn.exec_driver_sql(
+                    "EXPLAIN SELECT id FROM images WHERE duplicate_of = 7"
+                ).scalars()
+            )
+        else:
+            where = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_images_duplicate_of'"
+            ).scalar_one()
+            plan = [
+                row[-1]
+                for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT id FROM images WHERE duplicate_of = 7"
+                )
+            ]
+        assert "duplicate_of IS NOT NULL" in where
+        assert "ix_images_duplicate_of" in " ".join(plan)
