@@ -24,6 +24,26 @@ HEAD_REVISION = "0011_cheaper_catalog_inserts"
 _VERSION_TABLE = "alembic_version"
 
 
+# Foreign keys SQLite databases keep though the models no longer declare them (migration
+# 0011 drops them on PostgreSQL only). Autogenerate must not propose dropping them: on
+# SQLite that rebuilds ``products``, and the rebuild's delete cascades to the images.
+SQLITE_ONLY_KEYS = frozenset(
+    {"fk_products_batch_id_batches", "fk_images_batch_id_batches", "fk_images_product_id_products"}
+)
+
+
+def autogenerate_includes(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object | None
+) -> bool:
+    """Alembic's ``include_object``: everything but the keys above."""
+    return not (
+        type_ == "foreign_key_constraint"
+        and reflected
+        and compare_to is None
+        and name in SQLITE_ONLY_KEYS
+    )
+
+
 def alembic_config() -> Config:
     from alembic.config import Config
 

@@ -218,9 +218,9 @@ class Product(Base):
     __table_args__ = (Index("ix_products_batch_row", "batch_id", "row_number", unique=True),)
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    # No foreign key (dropped on PostgreSQL by migration 0011, which says why): products
-    # and images are written in their batch's own transaction (db.bulk) and deleted child
-    # first (db.batch_removal).
+    # No foreign key (dropped on PostgreSQL by migration 0011, which says why; SQLite
+    # databases keep theirs, see migrate.SQLITE_ONLY_KEYS): products and images are written
+    # in their batch's own transaction (db.bulk) and deleted child first (db.batch_removal).
     batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     row_number: Mapped[int] = mapped_column(Integer)
     serial: Mapped[str] = mapped_column(Text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from pixelbatch.db.migrate import autogenerate_includes
 from pixelbatch.db.models import Base
 
 config = context.config
@@ -17,6 +18,7 @@ def run_migrations(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=autogenerate_includes,
     )
     with context.begin_transaction():
         context.run_migrations()
