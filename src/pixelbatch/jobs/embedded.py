@@ -65,6 +65,7 @@ class EmbeddedWorker:
         self._leases = LeaseKeeper(runtime, self.owner)
         self._recorder = GroupRecorder(runtime, self.owner, self._leases, self._room_made)
         self._wake = threading.Event()
+        self._new_work = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -85,7 +86,11 @@ class EmbeddedWorker:
         self._wake.set()
 
     def new_work(self, images: int) -> None:
-        """Dispatcher interface: new images were committed."""
+        """Dispatcher interface: new images were committed. The next claim takes a step
+        of them even when no step of room is free (leasing up to a step beyond capacity):
+        waiting for that room held a high-priority upload behind up to a step of finishing
+        images, 0.6 s at 25 photos/s, before its images could jump the queues."""
+        self._new_work.set()
         self._wake.set()
 
     def stopped(self, batch_id: uuid.UUID) -> None:
@@ -145,6 +150,9 @@ class EmbeddedWorker:
             claimed = 0
             try:
                 room = self.capacity - self.inflight
+                if self._new_work.is_set():
+                    self._new_work.clear()
+                    room = max(room, self._claim_step)
                 if room >= self._claim_step:
                     claimed = self._claim(room)
             except Exception:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pixelbatch.db import images, recording
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import ClaimedImage, claim_images
-from pixelbatch.db.models import Batch, Image, ImageStatus
+from pixelbatch.db.models import Batch, Image, ImageStatus, Priority
 from pixelbatch.demo.server import ImageServer
 from pixelbatch.intake import upload as intake_upload
 from pixelbatch.jobs import routine
@@ -42,6 +42,7 @@ def upload(
     rows: list[list[str]],
     *,
     webhook_url: str | None = None,
+    priority: Priority = Priority.NORMAL,
 ) -> uuid.UUID:
     """A batch submitted the way the API submits one: a CSV through ``intake.upload``
     (no dispatcher: the test runs the work itself)."""
@@ -53,6 +54,7 @@ def upload(
         filename="catalog.csv",
         options=TransformOptions(),
         webhook_url=webhook_url,
+        priority=priority,
     )
     assert created
     return batch.id

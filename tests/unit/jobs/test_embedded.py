@@ -20,6 +20,7 @@ from pixelbatch.db.models import (
     DeliveryStatus,
     Image,
     ImageStatus,
+    Priority,
     WebhookDelivery,
 )
 from pixelbatch.demo.server import ImageServer
@@ -132,6 +133,43 @@ def test_stopping_hands_back_the_images_it_had_not_started(
     assert sum(statuses.values()) == 6
     assert _leased(runtime) == 0
     assert batch_of(runtime.sessions, batch_id).status == BatchStatus.PROCESSING
+
+
+def test_a_new_upload_is_leased_at_once_even_with_no_room_free(
+    runtime: Runtime, image_server: ImageServer
+) -> None:
+    """With every slot taken by slow downloads, a high-priority upload is still leased as
+    soon as the dispatcher hears of it (``new_work``), not after a step of images finished:
+    only then can it go ahead of them in the download and transform queues."""
+    body = support.jpeg((64, 48))
+
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(1.8)  # under the test's 2 s read timeout
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    paths = [image_server.add(f"/slow-{uuid.uuid4().hex}.jpg", slow) for _ in range(8)]
+    normal = upload(runtime, [[str(i), f"p{i}", url] for i, url in enumerate(paths)])
+    worker = EmbeddedWorker(runtime)
+    worker.start()
+    try:
+        wait_for(lambda: worker.inflight == worker.capacity == 4)
+        started = time.monotonic()
+        urgent = upload(
+            runtime, [["1", "Lamp", urls(image_server, "/a.jpg")]], priority=Priority.HIGH
+        )
+        worker.new_work(1)
+        wait_for(lambda: image_statuses(runtime.sessions, urgent) != {"PENDING": 1}, 1.5)
+        assert time.monotonic() - started < 1.5
+        # No slow download had finished: the room came from new_work alone.
+        assert "DONE" not in image_statuses(runtime.sessions, normal)
+        assert worker.inflight == 5  # one beyond capacity, for now
+        wait_for(lambda: batch_of(runtime.sessions, urgent).status == BatchStatus.COMPLETED)
+    finally:
+        worker.stop()
 
 
 def test_an_image_it_could_not_record_goes_back_at_once_not_after_its_lease(
