@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -66,7 +67,13 @@ def summarise(path: Path, top: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=("embedded", "dist1", "dist2"))
-    p.add_argument("--products", type=int, default=96)
+    p.add_argument(
+        "--products",
+        type=int,
+        default=None,
+        help="products in the batch (x3 images); default 96, or 800 for the small table, so"
+        " the batch outlasts the recording's start",
+    )
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--idle", action="store_true", help="sample idle (waiting) threads too")
     p.add_argument(
@@ -95,7 +102,8 @@ def main() -> None:
         "PIXELBATCH_FETCH_ALLOW": server.allow,
         "PIXELBATCH_FETCH_ALLOWED_PORTS": str(server.port),
     }
-    wl = workload(corpus, a.products * 3, "prof")
+    products = a.products or (800 if a.table == "small" else 96)
+    wl = workload(corpus, products * 3, "prof")
     dist = None
     api = None
     try:
@@ -150,6 +158,12 @@ def main() -> None:
                     subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
                 )
             )
+        # Until the batch ends (or --seconds pass): samples after it would only dilute the
+        # profile with idle threads. py-spy writes what it has on SIGINT.
+        batch.join(timeout=a.seconds)
+        for _, _, rec in recorders:
+            if rec.poll() is None:
+                rec.send_signal(signal.SIGINT)
         for _, _, rec in recorders:
             rec.wait()
         batch.join()
