@@ -103,21 +103,28 @@ def test_embedded_worker_processes_its_batch_and_sends_the_webhook(
     assert _leased(runtime) == 0
 
 
-def test_stopping_hands_back_the_images_it_had_not_started(
-    runtime: Runtime, image_server: ImageServer
-) -> None:
+def _slow_catalog(
+    runtime: Runtime, image_server: ImageServer, rows: int, delay: float
+) -> uuid.UUID:
+    """A batch of ``rows`` images, each served after ``delay`` seconds."""
     body = support.jpeg((64, 48))
 
     def slow(handler: BaseHTTPRequestHandler) -> None:
-        time.sleep(0.5)
+        time.sleep(delay)
         handler.send_response(200)
         handler.send_header("Content-Type", "image/jpeg")
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
 
-    paths = [image_server.add(f"/slow-{uuid.uuid4().hex}.jpg", slow) for _ in range(6)]
-    batch_id = upload(runtime, [[str(i), f"p{i}", url] for i, url in enumerate(paths)])
+    paths = [image_server.add(f"/slow-{uuid.uuid4().hex}.jpg", slow) for _ in range(rows)]
+    return upload(runtime, [[str(i), f"p{i}", url] for i, url in enumerate(paths)])
+
+
+def test_stopping_hands_back_the_images_it_had_not_started(
+    runtime: Runtime, image_server: ImageServer
+) -> None:
+    batch_id = _slow_catalog(runtime, image_server, 6, 0.5)
     worker = EmbeddedWorker(runtime)
     worker.start()
     try:
@@ -141,18 +148,7 @@ def test_a_new_upload_is_leased_at_once_even_with_no_room_free(
     """With every slot taken by slow downloads, a high-priority upload is still leased as
     soon as the dispatcher hears of it (``new_work``), not after a step of images finished:
     only then can it go ahead of them in the download and transform queues."""
-    body = support.jpeg((64, 48))
-
-    def slow(handler: BaseHTTPRequestHandler) -> None:
-        time.sleep(1.8)  # under the test's 2 s read timeout
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/jpeg")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    paths = [image_server.add(f"/slow-{uuid.uuid4().hex}.jpg", slow) for _ in range(8)]
-    normal = upload(runtime, [[str(i), f"p{i}", url] for i, url in enumerate(paths)])
+    normal = _slow_catalog(runtime, image_server, 8, 1.8)  # under the 2 s read timeout
     worker = EmbeddedWorker(runtime)
     worker.start()
     try:
