@@ -143,12 +143,15 @@ def test_stopping_hands_back_the_images_it_had_not_started(
 
 
 def test_a_new_upload_is_leased_at_once_even_with_no_room_free(
-    runtime: Runtime, image_server: ImageServer
+    make_runtime: RuntimeFactory, image_server: ImageServer
 ) -> None:
     """With every slot taken by slow downloads, a high-priority upload is still leased as
     soon as the dispatcher hears of it (``new_work``), not after a step of images finished:
     only then can it go ahead of them in the download and transform queues."""
-    normal = _slow_catalog(runtime, image_server, 8, 1.8)  # under the 2 s read timeout
+    runtime = make_runtime(
+        transform_workers=1, fetch_concurrency=2, fetch_read_timeout=6.0, fetch_total_timeout=10.0
+    )
+    normal = _slow_catalog(runtime, image_server, 8, 3.0)  # under the 6 s read timeout
     worker = EmbeddedWorker(runtime)
     worker.start()
     try:
@@ -163,6 +166,15 @@ def test_a_new_upload_is_leased_at_once_even_with_no_room_free(
         # No slow download had finished: the room came from new_work alone.
         assert "DONE" not in image_statuses(runtime.sessions, normal)
         assert worker.inflight == 5  # one beyond capacity, for now
+        # Another upload meanwhile is not leased past that: it waits for room.
+        later = upload(
+            runtime, [["1", "Rug", urls(image_server, "/b.jpg")]], priority=Priority.HIGH
+        )
+        worker.new_work(1)
+        time.sleep(0.5)  # five polls of the dispatcher
+        assert worker.inflight == 5
+        assert image_statuses(runtime.sessions, later) == {"PENDING": 1}
+        assert "DONE" not in image_statuses(runtime.sessions, normal)  # still no room made
         wait_for(lambda: batch_of(runtime.sessions, urgent).status == BatchStatus.COMPLETED)
     finally:
         worker.stop()
