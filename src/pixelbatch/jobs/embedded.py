@@ -150,11 +150,14 @@ class EmbeddedWorker:
             claimed = 0
             try:
                 room = self.capacity - self.inflight
-                if self._new_work.is_set():
+                urgent = self._new_work.is_set()
+                if urgent:
                     self._new_work.clear()
-                    # A step beyond capacity at most, however many uploads come meanwhile.
-                    room += self._claim_step
-                if room >= self._claim_step:
+                    # A step even with no room free, but never past a step beyond capacity
+                    # however many uploads come meanwhile.
+                    beyond = self.capacity + self._claim_step - self.inflight
+                    room = max(room, min(self._claim_step, beyond))
+                if room >= self._claim_step or (urgent and room > 0):
                     claimed = self._claim(room)
             except Exception:
                 log.exception("could not claim images; retrying")

@@ -153,9 +153,12 @@ def test_a_new_upload_is_leased_at_once_even_with_no_room_free(
     )
     normal = _slow_catalog(runtime, image_server, 8, 3.0)  # under the 6 s read timeout
     worker = EmbeddedWorker(runtime)
+    worker.new_work(8)  # as the API says after an upload: with room free, no more than it
     worker.start()
     try:
         wait_for(lambda: worker.inflight == worker.capacity == 4)
+        time.sleep(0.3)
+        assert worker.inflight == 4
         started = time.monotonic()
         urgent = upload(
             runtime, [["1", "Lamp", urls(image_server, "/a.jpg")]], priority=Priority.HIGH
