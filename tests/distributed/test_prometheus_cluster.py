@@ -199,7 +199,14 @@ def test_a_killed_workers_images_are_counted_once_by_the_worker_that_records_the
                 while client.get(f"/api/status/{request_id}").json()["counts"]["images_done"] < 4:
                     assert time.monotonic() < deadline, "no image done in time"
                     time.sleep(0.1)
-                doomed.kill()  # mid-batch: it holds leased images
+                # Mid-batch, and at a moment it holds leased images: between two chunks it
+                # holds none, and the kill would test nothing.
+                assert doomed.proc is not None
+                url = cluster.env["PIXELBATCH_DATABASE_URL"]
+                while not _holds_a_lease(url, request_id, doomed.proc.pid):
+                    assert time.monotonic() < deadline, "the doomed worker never held an image"
+                    time.sleep(0.02)
+                doomed.kill()
                 status = support.wait_final(client, request_id, timeout=120)
             assert status["counts"]["images_done"] == PRODUCTS * 2, status
             recorded, re_leased = _recorded_by_owner(
@@ -221,6 +228,31 @@ def test_a_killed_workers_images_are_counted_once_by_the_worker_that_records_the
             assert survivor.proc is not None and survivor.proc.poll() is None
         finally:
             prom.stop()
+
+
+def _holds_a_lease(url: str, request_id: str, process_group: int) -> bool:
+    """Whether a process of ``process_group`` (a worker and its pool child) holds a lease on
+    an image of the batch now."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            owners = conn.execute(
+                text(
+                    "SELECT DISTINCT lease_owner FROM images"
+                    " WHERE batch_id = :b AND status = 'PROCESSING'"
+                ),
+                {"b": request_id},
+            ).scalars()
+            return any(_in_group(_owner_pid(str(owner)), process_group) for owner in owners)
+    finally:
+        engine.dispose()
+
+
+def _in_group(pid: int, process_group: int) -> bool:
+    try:
+        return os.getpgid(pid) == process_group
+    except ProcessLookupError:
+        return False
 
 
 def _recorded_by_owner(url: str, request_id: str) -> tuple[dict[str, int], int]:
