@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 import time
 import zlib
@@ -528,4 +529,76 @@ def test_chunked_responses_are_read_but_their_connection_is_not_reused(
     with Fetcher(_config(server)) as fetcher:
         for _ in range(2):
             assert _fetch_ok(server, fetcher)[0] == b"image"
+    assert server.connections == 2
+
+
+# ---- idle keep-alive connections: what the pool must see before reusing one
+
+HONEST = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n%s" % (
+    DECLARED,
+    b"h" * DECLARED,
+)
+IDLE = 0.3  # how long a test leaves the connection idle between two downloads
+
+
+def planted_while_idle(server_ref: list[RawServer]) -> Behaviour:
+    """Answers honestly, then, once the client has read its response and gone idle, sends
+    a complete second response nobody asked for: it waits in the client's socket, where
+    only a look at the socket (not the parser's buffer) can find it."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        server_ref[0].send(conn, HONEST)
+        stop.wait(IDLE / 3)
+        server_ref[0].send(
+            conn,
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(SMUGGLED), SMUGGLED),
+        )
+        while not stop.is_set() and _read_head(conn):
+            server_ref[0].send(conn, HONEST)
+
+    return behaviour
+
+
+def hangs_up_while_idle(reset: bool) -> Factory:
+    """Answers one request with keep-alive, then closes the idle connection: with a FIN, as
+    a server whose keep-alive timeout ran out, or with a reset (RST)."""
+
+    def factory(server_ref: list[RawServer]) -> Behaviour:
+        def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+            server_ref[0].send(conn, HONEST)
+            stop.wait(IDLE / 3)
+            if reset:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+        return behaviour
+
+    return factory
+
+
+def test_a_response_planted_on_an_idle_connection_never_answers_the_next_request(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    server = raw_server(planted_while_idle)
+    with Fetcher(_config(server)) as fetcher:
+        first = fetcher.fetch(server.url)
+        time.sleep(IDLE)
+        second = fetcher.fetch(server.url)
+    assert first.data == second.data == b"h" * DECLARED
+    assert second.attempts == 1
+    assert server.connections == 2  # the connection holding the planted bytes was dropped
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_a_connection_the_server_closed_while_idle_is_replaced_not_retried(
+    raw_server: Callable[..., RawServer], reset: bool
+) -> None:
+    server = raw_server(hangs_up_while_idle(reset))
+    with Fetcher(_config(server)) as fetcher:
+        fetcher.fetch(server.url)
+        time.sleep(IDLE)
+        second = fetcher.fetch(server.url)
+    assert second.data == b"h" * DECLARED
+    assert second.attempts == 1  # a fresh connection at once, not a failed attempt
     assert server.connections == 2
