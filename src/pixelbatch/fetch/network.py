@@ -52,6 +52,15 @@ def total_deadline(at: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def _timeval(timeout: float | None) -> bytes:
+    """``timeout`` as the ``struct timeval`` of SO_RCVTIMEO/SO_SNDTIMEO (zero waits forever,
+    so a timeout never rounds down to it)."""
+    if timeout is None:
+        return struct.pack("ll", 0, 0)
+    micros = max(1, round(timeout * 1_000_000))
+    return struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
+
+
 def _bounded(timeout: float | None, exc: type[Exception]) -> float | None:
     """Shrink a per-operation timeout so it never runs past the thread's total deadline."""
     deadline = _deadline.get()
@@ -79,6 +88,9 @@ class DeadlineStream(httpcore.NetworkStream):
         # byte count can be compared with the kernel's.
         sock = None if tls or _TCP_INFO is None else inner.get_extra_info("socket")
         self._tcp_socket: socket.socket | None = sock if isinstance(sock, socket.socket) else None
+        if self._tcp_socket is not None:
+            # Blocking, its timeouts kept by the kernel (``_recv``, ``_send``).
+            self._tcp_socket.settimeout(None)
         self._exchange_bytes = 0  # read since the request was written
         self._head = bytearray()  # the start of those bytes, until the response head ends
         self._head_end: int | None = None
@@ -94,7 +106,7 @@ class DeadlineStream(httpcore.NetworkStream):
         more than it saves). h11 takes data of any size, and the exchange's byte count
         (``finish_response``) still sees every byte."""
         size = max(max_bytes, self._read_size)
-        data = self._inner.read(size, _bounded(timeout, httpcore.ReadTimeout))
+        data = self._recv(size, _bounded(timeout, httpcore.ReadTimeout))
         self._bytes_read += len(data)
         if len(data) == size:
             self._read_size = min(4 * size, _MAX_READ_BYTES)
@@ -114,7 +126,40 @@ class DeadlineStream(httpcore.NetworkStream):
         self._read_size = 0
         self._head.clear()
         self._head_end = None
-        self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+        self._send(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def _recv(self, max_bytes: int, timeout: float | None) -> bytes:
+        """One ``recv``, its timeout kept by the kernel (SO_RCVTIMEO).
+
+        A socket with a Python timeout, as httpcore keeps it, waits in ``poll()`` before
+        each ``recv`` and ``send``: two system calls, each releasing the GIL, where a
+        blocking socket makes one, and among 32 download threads every release is a
+        handoff of the GIL. TLS streams keep httpcore's way (the TLS layer reads for us)."""
+        sock = self._tcp_socket
+        if sock is None:
+            return self._inner.read(max_bytes, timeout)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
+            return sock.recv(max_bytes)
+        except BlockingIOError:  # the timeout ran out
+            raise httpcore.ReadTimeout("timed out") from None
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+
+    def _send(self, buffer: bytes, timeout: float | None) -> None:
+        sock = self._tcp_socket
+        if sock is None:
+            self._inner.write(buffer, timeout)
+            return
+        if not buffer:  # h11 ends a body-less request with an empty write
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
+            sock.sendall(buffer)
+        except BlockingIOError:
+            raise httpcore.WriteTimeout("timed out") from None
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     def finish_response(self, body_bytes: int) -> None:
         """Forbid reuse unless exactly one response (head + ``body_bytes``) was read.
