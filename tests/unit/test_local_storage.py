@@ -4,8 +4,14 @@
 from __future__ import annotations
 
 import io
+import itertools
+import os
+import stat
 from pathlib import Path
 
+import pytest
+
+from pixelbatch.storage import local
 from pixelbatch.storage.local import LocalStorage
 
 
@@ -48,3 +54,24 @@ def test_deleting_a_directory_s_last_file_removes_the_directory(tmp_path: Path) 
     storage.delete("top.csv")
     storage.delete("b1/never-was.jpg")
     assert storage.root.is_dir() and _files(storage.root) == []
+
+
+def test_a_temporary_file_left_by_a_crashed_writer_is_stepped_over_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crashed process with this pid may have left the next temporary name behind: the
+    write takes the name after it, and the stranger's file is neither read nor replaced."""
+    storage = LocalStorage(tmp_path / "outputs", "http://127.0.0.1:8000")
+    monkeypatch.setattr(local, "_temporary_numbers", itertools.count(7))
+    (storage.root / "b1").mkdir()
+    stale = storage.root / "b1" / f"{local.TEMPORARY_PREFIX}{os.getpid()}-7"
+    stale.write_bytes(b"left by a crash")
+
+    storage.put("b1/0000002-01.jpg", b"\xff\xd8fresh", "image/jpeg")
+
+    written = storage.root / "b1" / "0000002-01.jpg"
+    assert written.read_bytes() == b"\xff\xd8fresh"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600  # as mkstemp made them
+    assert stale.read_bytes() == b"left by a crash"
+    assert _files(storage.root) == [f"b1/{stale.name}", "b1/0000002-01.jpg"]
+    assert storage.delete_prefix("b1/") == 1  # the temporary file is removed, uncounted

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -13,6 +13,11 @@ from typing import IO
 from pixelbatch.auth.urls import UrlSigner
 from pixelbatch.errors import NotFound, PixelbatchError
 from pixelbatch.storage.base import StoredObject, validate_key, validate_prefix
+
+TEMPORARY_PREFIX = ".tmp-"  # a file being written; delete_prefix removes them uncounted
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS |= getattr(os, "O_NOFOLLOW", 0)
+_temporary_numbers = itertools.count()
 
 
 class LocalStorage:
@@ -26,28 +31,30 @@ class LocalStorage:
         return self.root / validate_key(key)
 
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        self._write(self._path(key), lambda fh: fh.write(data))
+        self._write(self._path(key), lambda fd: _write_all(fd, data))
         return StoredObject(key=key, size=len(data), content_type=content_type)
 
     def put_file(self, key: str, source: IO[bytes], content_type: str) -> StoredObject:
         path = self._path(key)
-        self._write(path, lambda fh: shutil.copyfileobj(source, fh, 1024 * 1024))
+        self._write(path, lambda fd: _copy_into(fd, source))
         return StoredObject(key=key, size=path.stat().st_size, content_type=content_type)
 
     @staticmethod
-    def _write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    def _write(path: Path, write: Callable[[int], object]) -> None:
         """Write then rename, so a reader never sees half a file and a re-run overwrites.
         The directory is made when missing (a batch's first file, or after
         ``delete_prefix``), not made sure of before every file: a mkdir and a stat per
         image, for a directory that is nearly always there."""
         try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            fd, tmp = _temporary_file(path.parent)
         except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            fd, tmp = _temporary_file(path.parent)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
+            try:
+                write(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -77,7 +84,7 @@ class LocalStorage:
                     (Path(dirpath) / name).unlink()
                 except FileNotFoundError:
                     continue
-                removed += 0 if name.startswith(".tmp-") else 1
+                removed += 0 if name.startswith(TEMPORARY_PREFIX) else 1
             for name in dirnames:
                 with contextlib.suppress(OSError):  # not empty: a write landed meanwhile
                     (Path(dirpath) / name).rmdir()
@@ -123,3 +130,30 @@ class LocalStorage:
                 f"{self.root} is not writable: {exc.strerror}", code="storage_error"
             ) from exc
         return f"{self.root.resolve()} is writable"
+
+
+def _temporary_file(directory: Path) -> tuple[int, str]:
+    """A new file beside the final one, private to its owner as ``mkstemp`` makes it.
+
+    Named by process and a counter rather than ``mkstemp``'s random letters: on the
+    benchmark's small images ``mkstemp`` was 4% of the API process's Python time, and the
+    exclusive create refuses a name left behind by a crashed process that had this pid."""
+    while True:
+        name = f"{directory}/{TEMPORARY_PREFIX}{os.getpid()}-{next(_temporary_numbers)}"
+        try:
+            return os.open(name, _OPEN_FLAGS, 0o600), name
+        except FileExistsError:
+            continue
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``data`` to the file, on the descriptor: a Python file object would add an isatty,
+    an lseek and an fstat per image, each a system call releasing the GIL."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _copy_into(fd: int, source: IO[bytes]) -> None:
+    with open(fd, "wb", closefd=False) as target:
+        shutil.copyfileobj(source, target, 1024 * 1024)
