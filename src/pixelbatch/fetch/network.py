@@ -209,7 +209,7 @@ class DeadlineStream(httpcore.NetworkStream):
         response's end, and answers with ``poll()``: a system call that releases the GIL,
         nine times per download on the benchmark's small images. With 32 download threads
         each release hands the GIL over (futex calls), and those polls cost a third of the
-        API process's system calls (238 -> 160 futex calls per image without them).
+        API process's system calls (238 -> 156 futex calls per image without them).
         ``getsockopt`` runs under the GIL. The answer is poll's: a closed, reset or
         closing connection is no longer ESTABLISHED, and bytes waiting in the socket are
         bytes the kernel received that this stream never read."""
