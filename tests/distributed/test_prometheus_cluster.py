@@ -9,11 +9,12 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from pixelbatch.demo.server import ImageServer, Route
 from tests import support
@@ -233,19 +234,15 @@ def test_a_killed_workers_images_are_counted_once_by_the_worker_that_records_the
 def _holds_a_lease(url: str, request_id: str, process_group: int) -> bool:
     """Whether a process of ``process_group`` (a worker and its pool child) holds a lease on
     an image of the batch now."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            owners = conn.execute(
-                text(
-                    "SELECT DISTINCT lease_owner FROM images"
-                    " WHERE batch_id = :b AND status = 'PROCESSING'"
-                ),
-                {"b": request_id},
-            ).scalars()
-            return any(_in_group(_owner_pid(str(owner)), process_group) for owner in owners)
-    finally:
-        engine.dispose()
+    with _connected(url) as conn:
+        owners = conn.execute(
+            text(
+                "SELECT DISTINCT lease_owner FROM images"
+                " WHERE batch_id = :b AND status = 'PROCESSING'"
+            ),
+            {"b": request_id},
+        ).scalars()
+        return any(_in_group(_owner_pid(str(owner)), process_group) for owner in owners)
 
 
 def _in_group(pid: int, process_group: int) -> bool:
@@ -257,20 +254,27 @@ def _in_group(pid: int, process_group: int) -> bool:
 
 def _recorded_by_owner(url: str, request_id: str) -> tuple[dict[str, int], int]:
     """Images recorded done per lease owner, and how many were leased more than once."""
+    with _connected(url) as conn:
+        rows = conn.execute(
+            text(
+                "SELECT lease_owner, count(*) FROM images"
+                " WHERE batch_id = :b AND status = 'DONE' GROUP BY lease_owner"
+            ),
+            {"b": request_id},
+        ).all()
+        re_leased = conn.execute(
+            text("SELECT count(*) FROM images WHERE batch_id = :b AND attempts > 1"),
+            {"b": request_id},
+        ).scalar_one()
+        return {str(owner): int(n) for owner, n in rows}, int(re_leased)
+
+
+@contextmanager
+def _connected(url: str) -> Iterator[Connection]:
+    """A connection to the cluster's database, its engine disposed of after."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT lease_owner, count(*) FROM images"
-                    " WHERE batch_id = :b AND status = 'DONE' GROUP BY lease_owner"
-                ),
-                {"b": request_id},
-            ).all()
-            re_leased = conn.execute(
-                text("SELECT count(*) FROM images WHERE batch_id = :b AND attempts > 1"),
-                {"b": request_id},
-            ).scalar_one()
-            return {str(owner): int(n) for owner, n in rows}, int(re_leased)
+            yield conn
     finally:
         engine.dispose()

@@ -61,6 +61,23 @@ def _timeval(timeout: float | None) -> bytes:
     return struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
 
 
+@contextmanager
+def _kernel_timeout(
+    sock: socket.socket, option: int, timeout: float | None, timed_out: type[Exception]
+) -> Iterator[None]:
+    """Run one call on a blocking socket, ``timeout`` set as its kernel timeout ``option``,
+    with httpcore's errors: ``timed_out`` when the kernel's wait ran out, else the read or
+    write error that goes with it."""
+    failed = httpcore.ReadError if timed_out is httpcore.ReadTimeout else httpcore.WriteError
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, _timeval(timeout))
+        yield
+    except BlockingIOError:  # the timeout ran out
+        raise timed_out("timed out") from None
+    except OSError as exc:
+        raise failed(str(exc) or type(exc).__name__) from exc
+
+
 def _bounded(timeout: float | None, exc: type[Exception]) -> float | None:
     """Shrink a per-operation timeout so it never runs past the thread's total deadline."""
     deadline = _deadline.get()
@@ -138,28 +155,17 @@ class DeadlineStream(httpcore.NetworkStream):
         sock = self._tcp_socket
         if sock is None:
             return self._inner.read(max_bytes, timeout)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
-            return sock.recv(max_bytes)
-        except BlockingIOError:  # the timeout ran out
-            raise httpcore.ReadTimeout("timed out") from None
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+        with _kernel_timeout(sock, socket.SO_RCVTIMEO, timeout, httpcore.ReadTimeout):
+            data = sock.recv(max_bytes)
+        return data
 
     def _send(self, buffer: bytes, timeout: float | None) -> None:
         sock = self._tcp_socket
         if sock is None:
             self._inner.write(buffer, timeout)
-            return
-        if not buffer:  # h11 ends a body-less request with an empty write
-            return
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
-            sock.sendall(buffer)
-        except BlockingIOError:
-            raise httpcore.WriteTimeout("timed out") from None
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+        elif buffer:  # h11 ends a body-less request with an empty write
+            with _kernel_timeout(sock, socket.SO_SNDTIMEO, timeout, httpcore.WriteTimeout):
+                sock.sendall(buffer)
 
     def finish_response(self, body_bytes: int) -> None:
         """Forbid reuse unless exactly one response (head + ``body_bytes``) was read.
