@@ -295,72 +295,68 @@ def lease_owners(session: Session, batch_id: uuid.UUID | None = None) -> list[st
     return [owner for owner in session.scalars(query) if owner is not None]
 
 
-def record_success(
-    session: Session,
-    image_id: int,
-    owner: str,
-    outcome: ImageSuccess,
-    owed: recording.BatchTotals | None = None,
-    has_copies: bool = True,
-) -> int:
-    """Record a processed image once. How many images that recorded (``recording.record``); 0 when
-    the lease was lost to another worker."""
-    return recording.record(
-        session,
-        image_id,
-        owner,
-        {
-            "status": ImageStatus.DONE,
-            "output_key": outcome.output_key,
-            "content_type": outcome.content_type,
-            "bytes_in": outcome.bytes_in,
-            "bytes_out": outcome.bytes_out,
-            "width": outcome.width,
-            "height": outcome.height,
-            "source_format": outcome.source_format,
-            "source_quality": outcome.source_quality,
-            "output_quality": outcome.output_quality,
-            "kept_original": outcome.kept_original,
-            "duration_ms": outcome.duration_ms,
-            "error_code": None,
-            "error_message": None,
-        },
-        {
-            "images_done": 1,
-            "bytes_in": outcome.bytes_in,
-            "bytes_out": outcome.bytes_out,
-            "images_kept_original": int(outcome.kept_original),
-            "images_grew": int(outcome.grew),
-        },
-        owed,
-        has_copies,
-    )
+def success_values(outcome: ImageSuccess) -> tuple[dict[str, Any], dict[str, int]]:
+    """A processed image's final columns, and what it adds to its batch's counters."""
+    values = {
+        "status": ImageStatus.DONE,
+        "output_key": outcome.output_key,
+        "content_type": outcome.content_type,
+        "bytes_in": outcome.bytes_in,
+        "bytes_out": outcome.bytes_out,
+        "width": outcome.width,
+        "height": outcome.height,
+        "source_format": outcome.source_format,
+        "source_quality": outcome.source_quality,
+        "output_quality": outcome.output_quality,
+        "kept_original": outcome.kept_original,
+        "duration_ms": outcome.duration_ms,
+        "error_code": None,
+        "error_message": None,
+    }
+    totals = {
+        "images_done": 1,
+        "bytes_in": outcome.bytes_in,
+        "bytes_out": outcome.bytes_out,
+        "images_kept_original": int(outcome.kept_original),
+        "images_grew": int(outcome.grew),
+    }
+    return values, totals
+
+
+def failure_values(
+    code: str, message: str, duration_ms: float
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """A failed image's final columns, and what it adds to its batch's counters."""
+    values = {
+        "status": ImageStatus.FAILED,
+        "error_code": code,
+        "error_message": message,
+        "duration_ms": duration_ms,
+    }
+    return values, {"images_failed": 1}
+
+
+def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> int:
+    """Record one processed image (``recording.record``): how many images that recorded, 0
+    when the lease was lost to another worker."""
+    return _record_alone(session, image_id, owner, *success_values(outcome))
 
 
 def record_failure(
-    session: Session,
-    image_id: int,
-    owner: str,
-    code: str,
-    message: str,
-    duration_ms: float,
-    owed: recording.BatchTotals | None = None,
-    has_copies: bool = True,
+    session: Session, image_id: int, owner: str, code: str, message: str, duration_ms: float
 ) -> int:
-    return recording.record(
-        session,
-        image_id,
-        owner,
-        {
-            "status": ImageStatus.FAILED,
-            "error_code": code,
-            "error_message": message,
-            "duration_ms": duration_ms,
-        },
-        {"images_failed": 1},
-        owed,
-        has_copies,
-    )
+    """Record one failed image, as ``record_success``."""
+    return _record_alone(session, image_id, owner, *failure_values(code, message, duration_ms))
+
+
+def _record_alone(
+    session: Session, image_id: int, owner: str, values: dict[str, Any], totals: dict[str, int]
+) -> int:
+    batch_id = session.scalar(select(Image.batch_id).where(Image.id == image_id))
+    if batch_id is None:
+        return 0
+    finished = recording.Finished(image_id, batch_id, values, totals)
+    return recording.record(session, owner, [finished])[0]
 
 
 def link_duplicate_urls(session: Session, batch_id: uuid.UUID) -> int:

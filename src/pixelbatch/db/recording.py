@@ -2,19 +2,22 @@
 
 Recording runs once per image, so its statements are built once per shape of outcome (done,
 failed) and run as plain Core: built anew for each image, with its values inline, the ORM
-UPDATEs cost more CPU than decoding and encoding a 640 px image. Callers own the transaction;
-one that records many images passes a :class:`BatchTotals`, so each batch's counters are
-updated once for all its images rather than once per image.
+UPDATEs cost more CPU than decoding and encoding a 640 px image. The images recorded
+together go out as one executemany per shape, and each batch's counters are updated once
+for all its images rather than once per image (:class:`BatchTotals`). Callers own the
+transaction.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, update
+from sqlalchemy import Connection, Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from pixelbatch.db.models import Batch, Image, ImageStatus, utcnow
@@ -80,8 +83,7 @@ def _statements_for(columns: tuple[str, ...]) -> _RecordStatements:
             images.c.status == ImageStatus.PROCESSING,
             images.c.lease_owner == bindparam("p_owner"),
         )
-        .values({**values, "lease_until": None, "finished_at": finished})
-        .returning(images.c.batch_id),
+        .values({**values, "lease_until": None, "finished_at": finished}),
         copies=update(images)
         .where(
             images.c.duplicate_of == bindparam("p_image_id"),
@@ -92,33 +94,80 @@ def _statements_for(columns: tuple[str, ...]) -> _RecordStatements:
     return _record_statements.setdefault(columns, built)
 
 
-def record(
-    session: Session,
-    image_id: int,
-    owner: str,
-    values: dict[str, Any],
-    batch_totals: dict[str, int],
-    owed: BatchTotals | None = None,
-    has_copies: bool = True,
-) -> int:
-    """Set an image's final values if we still hold its lease, copy them to the images of
-    the same batch that repeat its URL (fetched once, recorded for each), and add
-    ``batch_totals`` (what one image adds to the batch's counters) once per image recorded:
-    now, or into ``owed`` for the caller to flush before it commits. ``has_copies`` False
-    (the claim found no repeat of the image) spares the copies' UPDATE.
-    Returns how many images were recorded (it and its copies; the metrics count them): 0,
-    and nothing changed, when the lease was lost."""
-    statements = _statements_for(tuple(values))
-    params = {f"v_{name}": value for name, value in values.items()}
-    params.update(p_image_id=image_id, p_owner=owner, p_now=utcnow())
+@dataclass(frozen=True)
+class Finished:
+    """One image's final values: ``values`` for its row, ``batch_totals`` for what it adds
+    to its batch's counters, ``has_copies`` False when the claim found no repeat of its URL
+    (the copies' UPDATE is then spared)."""
+
+    image_id: int
+    batch_id: uuid.UUID
+    values: dict[str, Any]
+    batch_totals: dict[str, int]
+    has_copies: bool = True
+
+
+def record(session: Session, owner: str, finished: Sequence[Finished]) -> list[int]:
+    """Set each image's final values if we still hold its lease, copy them to the images of
+    its batch that repeat its URL (fetched once, recorded for each), and add its
+    ``batch_totals`` once per image recorded, with one UPDATE per batch.
+
+    The images of one shape (same columns) go out as one executemany: per statement,
+    SQLAlchemy's execution costs more than SQLite's own work, and a group records a dozen
+    images. Returns, for each, how many images it recorded (it and its copies; the metrics
+    count them): 0, and nothing changed, when its lease was lost."""
+    now = utcnow()
     connection = session.connection()
-    batch_id = connection.execute(statements.finish, params).scalar_one_or_none()
-    if batch_id is None:
-        return 0
-    copies = connection.execute(statements.copies, params).rowcount if has_copies else 0
-    count = 1 + int(copies)
-    pending = owed if owed is not None else BatchTotals()
-    pending.add(batch_id, batch_totals, count)
-    if owed is None:
-        pending.flush(session)
-    return count
+    counts = [0] * len(finished)
+    shapes: dict[tuple[str, ...], list[int]] = {}
+    for index, item in enumerate(finished):
+        shapes.setdefault(tuple(item.values), []).append(index)
+    owed = BatchTotals()
+    for columns, indexes in shapes.items():
+        statements = _statements_for(columns)
+        params = [_params(finished[i], owner, now) for i in indexes]
+        changed = connection.execute(statements.finish, params).rowcount
+        held = set(indexes)
+        if changed != len(indexes):
+            group = [finished[i] for i in indexes]
+            held = {indexes[p] for p in _held(connection, group, owner, now)} if changed else set()
+        for index, item_params in zip(indexes, params, strict=True):
+            if index not in held:
+                continue
+            item = finished[index]
+            copies = 0
+            if item.has_copies:
+                copies = connection.execute(statements.copies, item_params).rowcount
+            counts[index] = 1 + int(copies)
+            owed.add(item.batch_id, item.batch_totals, counts[index])
+    owed.flush(session)
+    return counts
+
+
+def _params(item: Finished, owner: str, now: datetime) -> dict[str, Any]:
+    params = {f"v_{name}": value for name, value in item.values.items()}
+    params.update(p_image_id=item.image_id, p_owner=owner, p_now=now)
+    return params
+
+
+def _held(connection: Connection, group: list[Finished], owner: str, now: datetime) -> set[int]:
+    """Which of ``group`` (positions) an executemany recorded when it recorded fewer than
+    all: their rows now carry our owner and this recording's time, which no other recording
+    wrote. An image listed twice was recorded once, by its first place."""
+    images = cast(Table, Image.__table__)
+    ids = {item.image_id for item in group}
+    recorded = set(
+        connection.execute(
+            select(images.c.id).where(
+                images.c.id.in_(ids),
+                images.c.lease_owner == owner,
+                images.c.finished_at == bindparam("p_now", now, type_=images.c.finished_at.type),
+            )
+        ).scalars()
+    )
+    held: set[int] = set()
+    for position, item in enumerate(group):
+        if item.image_id in recorded:
+            recorded.discard(item.image_id)
+            held.add(position)
+    return held

@@ -84,21 +84,19 @@ def record_many(
     image that is not recorded as done. The metrics count an image here, after its recording
     committed: a re-leased image is counted by the worker whose recording won, never twice."""
     recorded: list[tuple[Outcome, int]] = []
+    for outcome in outcomes:
+        if outcome.abandoned:
+            log.info(
+                "image %s abandoned: its batch was cancelled or its lease lost", outcome.image_id
+            )
+    kept = [outcome for outcome in outcomes if not outcome.abandoned]
     with transaction(sessions) as session:
-        owed = recording.BatchTotals()
-        for outcome in outcomes:
-            if outcome.abandoned:
-                log.info(
-                    "image %s abandoned: its batch was cancelled or its lease lost",
-                    outcome.image_id,
-                )
-                continue
-            count = _record_one(session, outcome, owner, owed)
+        counts = recording.record(session, owner, [_finished(outcome) for outcome in kept])
+        for outcome, count in zip(kept, counts, strict=True):
             if count:
                 recorded.append((outcome, count))
             else:
                 _not_recorded(session, outcome, storage)
-        owed.flush(session)
         touched = dict.fromkeys(outcome.batch_id for outcome, _ in recorded)
         completed = [b for b in touched if batch_lifecycle.all_recorded(session, b)]
     for outcome, count in recorded:
@@ -145,20 +143,15 @@ def record_group(
     return GroupRecording(completed, unrecorded, first if unrecorded else None)
 
 
-def _record_one(session: Session, outcome: Outcome, owner: str, owed: recording.BatchTotals) -> int:
+def _finished(outcome: Outcome) -> recording.Finished:
     if outcome.success is not None:
-        return images.record_success(
-            session, outcome.image_id, owner, outcome.success, owed, outcome.has_copies
+        values, totals = images.success_values(outcome.success)
+    else:
+        values, totals = images.failure_values(
+            outcome.error_code or "error", outcome.error_message or "failed", outcome.duration_ms
         )
-    return images.record_failure(
-        session,
-        outcome.image_id,
-        owner,
-        outcome.error_code or "error",
-        outcome.error_message or "failed",
-        outcome.duration_ms,
-        owed,
-        outcome.has_copies,
+    return recording.Finished(
+        outcome.image_id, outcome.batch_id, values, totals, outcome.has_copies
     )
 
 

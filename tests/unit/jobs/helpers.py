@@ -7,7 +7,7 @@ import csv
 import io
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import pytest
@@ -15,7 +15,7 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelbatch.db import images, recording
+from pixelbatch.db import recording
 from pixelbatch.db.engine import transaction
 from pixelbatch.db.images import ClaimedImage, claim_images
 from pixelbatch.db.models import Batch, Image, ImageStatus, Priority
@@ -117,26 +117,20 @@ def record_all(runtime: Runtime, owner: str = "w") -> int:
 def refuse_recordings(
     monkeypatch: pytest.MonkeyPatch, refuse: Callable[[int, list[int]], bool]
 ) -> list[int]:
-    """Make the database refuse to record a processed image when ``refuse(image_id, refused
-    so far)`` says so: a fault injected at the one call, the database staying real. Returns
-    the ids refused, in order."""
-    real = images.record_success
+    """Make the database refuse a recording that holds an image for which ``refuse(image_id,
+    refused so far)`` says so: a fault injected at the one call, the database staying real;
+    the whole transaction fails, as it would. Returns the ids refused, in order."""
+    real = recording.record
     refused: list[int] = []
 
-    def refusing(
-        session: Session,
-        image_id: int,
-        owner: str,
-        outcome: images.ImageSuccess,
-        owed: recording.BatchTotals | None = None,
-        has_copies: bool = True,
-    ) -> int:
-        if refuse(image_id, refused):
-            refused.append(image_id)
-            raise OperationalError("UPDATE images", {}, Exception("database is down"))
-        return real(session, image_id, owner, outcome, owed, has_copies)
+    def refusing(session: Session, owner: str, finished: Sequence[recording.Finished]) -> list[int]:
+        for item in finished:
+            if refuse(item.image_id, refused):
+                refused.append(item.image_id)
+                raise OperationalError("UPDATE images", {}, Exception("database is down"))
+        return real(session, owner, finished)
 
-    monkeypatch.setattr(images, "record_success", refusing)
+    monkeypatch.setattr(recording, "record", refusing)
     return refused
 
 
