@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +49,11 @@ class GroupRecorder:
         self._leases = leases
         self._on_recorded = on_recorded
         self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        # Set by ``submit`` once the waiting outcomes make a whole group: the recorder sleeps
+        # out a group's window instead of waking for each image (each wake-up is a turn at
+        # the GIL among 32 download threads).
+        self._group_full = threading.Event()
+        self._holding = 0  # 1 while the recorder holds a group's first outcome off the queue
         self._finaliser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelbatch-final")
         self._thread = threading.Thread(target=self._loop, name="pixelbatch-recorder", daemon=True)
 
@@ -59,6 +63,14 @@ class GroupRecorder:
 
     def submit(self, outcome: Outcome) -> None:
         self._queue.put(outcome)
+        if self._is_whole_group(self._holding + self._queue.qsize()):
+            self._group_full.set()
+
+    def _is_whole_group(self, outcomes: int) -> bool:
+        """A group closes at once when it is as large as groups get, or holds every image
+        the worker has leased: nothing else can join it, and a batch's last images (or a
+        lone urgent one) would otherwise wait out the window."""
+        return outcomes >= MAX_GROUP or outcomes >= len(self._leases)
 
     def stop(self) -> None:
         """Record everything submitted so far, then wait for the finalisations it started."""
@@ -74,23 +86,27 @@ class GroupRecorder:
                 self._record(group)
 
     def _next_group(self) -> tuple[list[Outcome], bool]:
-        """Wait for one outcome, then gather what else finishes within ``GROUP_WINDOW``
-        (``MAX_GROUP`` at most); True once ``stop`` was asked. The group closes at once when
-        it holds every image the worker has leased: nothing else can join it, and a batch's
-        last images (or a lone urgent one) would otherwise wait out the window."""
-        group: list[Outcome] = []
-        outcome = self._queue.get()
-        closes = time.monotonic() + GROUP_WINDOW
-        while outcome is not None:
-            group.append(outcome)
-            left = closes - time.monotonic()
-            if len(group) >= MAX_GROUP or left <= 0 or len(group) >= len(self._leases):
-                return group, False
+        """Wait for one outcome, then for what else finishes within ``GROUP_WINDOW`` (until
+        the group is whole, see ``_is_whole_group``), and take it all, ``MAX_GROUP`` at
+        most; True once ``stop`` was asked."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        self._holding = 1
+        self._group_full.clear()
+        if not self._is_whole_group(1 + self._queue.qsize()):
+            self._group_full.wait(GROUP_WINDOW)
+        self._holding = 0
+        group = [first]
+        while len(group) < MAX_GROUP:
             try:
-                outcome = self._queue.get(timeout=left)
+                outcome = self._queue.get_nowait()
             except queue.Empty:
-                return group, False
-        return group, True
+                break
+            if outcome is None:
+                return group, True
+            group.append(outcome)
+        return group, False
 
     def _record(self, group: list[Outcome]) -> None:
         recorded = record_group(
