@@ -110,7 +110,7 @@ def measure_round(rig: Rig, r: int) -> None:
         measure_floor(rig, rig.pillow, main)
     if rig.pillow1 is not None:
         measure_floor1(rig, rig.pillow1, r)
-    if rig.tj_binary is not None:
+    if rig.tj_binary is not None and "turbojpeg" in rig.cfg.modes:
         measure_turbojpeg(rig, rig.tj_binary, main)
     if "naive" in rig.cfg.modes:
         measure_naive(rig, r, small)

@@ -48,6 +48,21 @@ def test_json_lines_carry_the_event_fields() -> None:
     assert line["time"].endswith("+00:00")
 
 
+def test_an_event_built_on_demand_is_built_by_json_lines_only() -> None:
+    built: list[str] = []
+
+    def event() -> dict[str, object]:
+        built.append("built")
+        return {"event": "image_finished", "image_id": 7}
+
+    record = logging.LogRecord("pixelbatch.jobs", logging.INFO, "f", 1, "image %s", ("7",), None)
+    record.event = event
+    assert logging.Formatter(logs.TEXT_FORMAT).format(record).endswith("image 7")
+    assert built == []
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert (line["event"], line["image_id"], built) == ("image_finished", 7, ["built"])
+
+
 def test_per_request_lines_are_debug_only() -> None:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

@@ -301,3 +301,6 @@ def test_loggable_url_drops_what_may_be_a_secret() -> None:
     )
     assert loggable_url("http://[::1]:8080/x.jpg") == "http://[::1]:8080/x.jpg"
     assert loggable_url("https://cdn.test/plain.jpg") == "https://cdn.test/plain.jpg"
+    assert loggable_url("https://cdn.test/a.jpg#secret") == "https://cdn.test/a.jpg"
+    assert loggable_url("https://me@cdn.test/a.jpg") == "https://cdn.test/a.jpg"
+    assert loggable_url("https://cdn.test/a@2x.jpg") == "https://cdn.test/a@2x.jpg"

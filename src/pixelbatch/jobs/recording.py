@@ -9,6 +9,7 @@ holds records an image, so a re-leased or cancelled image is never counted twice
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -194,7 +195,9 @@ def _remove(storage: Storage, key: str) -> None:
 
 def _log_finished(outcome: Outcome) -> None:
     """The one INFO line per finished image; the URL without its query, which may be a
-    credential (presigned URLs)."""
+    credential (presigned URLs). Nothing is built for a logger that would drop the line."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     url = loggable_url(outcome.url)
     success = outcome.success
     if success is not None:
@@ -212,21 +215,26 @@ def _log_finished(outcome: Outcome) -> None:
         result,
         outcome.duration_ms,
         url,
-        extra={
-            "event": {
-                "event": "image_finished",
-                "batch_id": str(outcome.batch_id),
-                "image_id": outcome.image_id,
-                "row": outcome.row_number,
-                "position": outcome.position + 1,
-                "outcome": "done" if success is not None else "failed",
-                "code": None if success is not None else outcome.error_code,
-                "duration_ms": round(outcome.duration_ms, 1),
-                "stages_ms": {k: round(v * 1000, 1) for k, v in outcome.stages.items()},
-                "bytes_in": success.bytes_in if success is not None else None,
-                "bytes_out": success.bytes_out if success is not None else None,
-                "kept_original": success.kept_original if success is not None else None,
-                "url": url,
-            }
-        },
+        extra={"event": functools.partial(_finished_event, outcome, url)},
     )
+
+
+def _finished_event(outcome: Outcome, url: str) -> dict[str, object]:
+    """The finished-image line's fields, built only by a formatter that writes them (JSON):
+    a text line never reads them, and building them cost as much as the rest of the line."""
+    success = outcome.success
+    return {
+        "event": "image_finished",
+        "batch_id": str(outcome.batch_id),
+        "image_id": outcome.image_id,
+        "row": outcome.row_number,
+        "position": outcome.position + 1,
+        "outcome": "done" if success is not None else "failed",
+        "code": None if success is not None else outcome.error_code,
+        "duration_ms": round(outcome.duration_ms, 1),
+        "stages_ms": {k: round(v * 1000, 1) for k, v in outcome.stages.items()},
+        "bytes_in": success.bytes_in if success is not None else None,
+        "bytes_out": success.bytes_out if success is not None else None,
+        "kept_original": success.kept_original if success is not None else None,
+        "url": url,
+    }

@@ -2,8 +2,9 @@
 
 ``PIXELBATCH_LOG_FORMAT=json`` makes every record a JSON line; the events an operator
 aggregates (an image finished, a batch finished) carry their fields under ``extra={"event":
-{...}}`` so they become top-level keys (batch_id, image_id, outcome, code, durations, bytes)
-instead of words to parse out of a message. An HTTP client's own line per request (httpx
+{...}}`` (or a function that builds them, for the line written per image) so they become
+top-level keys (batch_id, image_id, outcome, code, durations, bytes) instead of words to
+parse out of a message. An HTTP client's own line per request (httpx
 logs one at INFO; httpcore traces at DEBUG) is DEBUG noise here: the finished-image line
 already says it all.
 """
@@ -29,6 +30,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         event = getattr(record, "event", None)
+        if callable(event):  # built on demand: a text line never needs it
+            event = event()
         if isinstance(event, dict):
             line.update(event)
         if record.exc_info:
