@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -87,7 +86,7 @@ def _round(sessions: Any, images: int, group: int) -> tuple[float, float]:
     from pixelbatch.db.images import ImageSuccess, claim_images
     from pixelbatch.jobs.recording import Outcome, record_many
 
-    _new_batch(sessions, images)
+    batch_id = _new_batch(sessions, images)
     with transaction(sessions) as session:
         items = claim_images(session, owner="bench", limit=images, lease_seconds=600)
     stages = {"queue": 0.2, "download": 0.05, "transform": 0.004, "store": 0.0005}
@@ -116,11 +115,33 @@ def _round(sessions: Any, images: int, group: int) -> tuple[float, float]:
         )
         for item in items
     ]
+    completed = []
     cpu, wall = time.process_time(), time.perf_counter()
     for start in range(0, len(outcomes), group):
-        record_many(sessions, outcomes[start : start + group], "bench")
+        completed += record_many(sessions, outcomes[start : start + group], "bench")
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    if completed != [batch_id]:  # every image recorded, the last one completing the batch
+        raise RuntimeError(f"recording did not complete the batch: {completed}")
     return 1e6 * cpu / len(outcomes), 1e6 * wall / len(outcomes)
+
+
+@contextlib.contextmanager
+def _log_lines_written() -> Iterator[None]:
+    """INFO lines formatted and written (to /dev/null), as a server writes them."""
+    from pixelbatch.telemetry.logs import TEXT_FORMAT
+
+    root = logging.getLogger()
+    level = root.level
+    with open(os.devnull, "w") as sink:
+        handler = logging.StreamHandler(sink)
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,12 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     print("measuring", use_code(Config(code=a.code)))
     from pixelbatch.db.engine import make_engine, make_session_factory
     from pixelbatch.db.migrate import upgrade
-    from pixelbatch.telemetry.logs import configure
 
-    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the log lines go nowhere, as written
-    configure(logging.INFO, "text")
     for kind in a.databases.split(","):
-        with _database(kind) as url:
+        with _database(kind) as url, _log_lines_written():
             engine = make_engine(url)
             upgrade(engine)
             sessions = make_session_factory(engine)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench import cms, gap
+from bench import cms, gap, recording
 from bench import run as bench_run
 
 pytestmark = pytest.mark.timeout(120)
@@ -181,3 +181,12 @@ def test_cms_times_both_colour_paths_on_the_same_pixels(capsys: pytest.CaptureFi
 
     assert len(out) == 2 and "same pixels" in out[0]  # the synthetic set's one AdobeRGB photo
     assert out[-1].startswith("0.8 MP converted: ImageCms") and "direct" in out[-1]
+
+
+def test_recording_times_groups_on_both_databases(capsys: pytest.CaptureFixture[str]) -> None:
+    recording.main(["--images", "30", "--group", "8", "--rounds", "2"])
+    out = capsys.readouterr().out.splitlines()
+
+    assert [line.split()[0] for line in out[1:]] == ["sqlite", "postgresql"]
+    for line in out[1:]:  # each round recorded its whole batch, or it would have raised
+        assert "groups of 8: CPU" in line and len(line.split("CPU by round: ")[1].split(",")) == 2
