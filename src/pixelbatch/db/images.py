@@ -337,8 +337,8 @@ def failure_values(
 
 
 def record_success(session: Session, image_id: int, owner: str, outcome: ImageSuccess) -> int:
-    """Record one processed image (``recording.record``): how many images that recorded, 0
-    when the lease was lost to another worker."""
+    """Record one processed image on its own (``recording.record``, which the workers call
+    for a group): how many images that recorded, 0 when the lease was lost."""
     return _record_alone(session, image_id, owner, *success_values(outcome))
 
 

@@ -115,12 +115,17 @@ def record(session: Session, owner: str, finished: Sequence[Finished]) -> list[i
     The images of one shape (same columns) go out as one executemany: per statement,
     SQLAlchemy's execution costs more than SQLite's own work, and a group records a dozen
     images. Returns, for each, how many images it recorded (it and its copies; the metrics
-    count them): 0, and nothing changed, when its lease was lost."""
+    count them): 0, and nothing changed, when its lease was lost, and 0 for an image listed
+    again after its first place (recorded once, with its first outcome)."""
     now = utcnow()
     connection = session.connection()
     counts = [0] * len(finished)
     shapes: dict[tuple[str, ...], list[int]] = {}
+    seen: set[int] = set()
     for index, item in enumerate(finished):
+        if item.image_id in seen:
+            continue  # listed again (a duplicate delivery): its first outcome is the one
+        seen.add(item.image_id)
         shapes.setdefault(tuple(item.values), []).append(index)
     owed = BatchTotals()
     for columns, indexes in shapes.items():
@@ -152,22 +157,16 @@ def _params(item: Finished, owner: str, now: datetime) -> dict[str, Any]:
 
 def _held(connection: Connection, group: list[Finished], owner: str, now: datetime) -> set[int]:
     """Which of ``group`` (positions) an executemany recorded when it recorded fewer than
-    all: their rows now carry our owner and this recording's time, which no other recording
-    wrote. An image listed twice was recorded once, by its first place."""
+    all: their rows now carry our owner and this recording's time, which no other statement
+    wrote (each image is in one statement of a recording: ``record`` drops its repeats)."""
     images = cast(Table, Image.__table__)
-    ids = {item.image_id for item in group}
     recorded = set(
         connection.execute(
             select(images.c.id).where(
-                images.c.id.in_(ids),
+                images.c.id.in_({item.image_id for item in group}),
                 images.c.lease_owner == owner,
                 images.c.finished_at == bindparam("p_now", now, type_=images.c.finished_at.type),
             )
         ).scalars()
     )
-    held: set[int] = set()
-    for position, item in enumerate(group):
-        if item.image_id in recorded:
-            recorded.discard(item.image_id)
-            held.add(position)
-    return held
+    return {position for position, item in enumerate(group) if item.image_id in recorded}

@@ -75,6 +75,7 @@ class GroupRecorder:
     def stop(self) -> None:
         """Record everything submitted so far, then wait for the finalisations it started."""
         self._queue.put(None)
+        self._group_full.set()  # the group being gathered closes now, not at its window's end
         self._thread.join()
         self._finaliser.shutdown(wait=True)
 

@@ -113,3 +113,24 @@ def test_one_image_recorded_alone_finds_its_batch_itself(sessions: sessionmaker[
         assert images.record_failure(s, item.id + 1000, "w", "http_404", "gone", 1.0) == 0
     with transaction(sessions) as s:
         assert s.get_one(Batch, batch_id).images_failed == 1
+
+
+def test_an_image_listed_with_two_outcomes_is_recorded_once_with_its_first(
+    sessions: sessionmaker[Session],
+) -> None:
+    # A duplicate delivery whose two outcomes differ in shape (done, then failed): the
+    # failed one must not count as a second recording, or the batch would look complete
+    # while its last image still runs.
+    batch_id = new_batch(sessions, 3)
+    with transaction(sessions) as s:
+        twice, failed, running = images.claim_images(s, owner="w", limit=3, lease_seconds=60)
+    group = [finished_done(twice, "a"), finished_failed(twice), finished_failed(failed)]
+
+    with transaction(sessions) as s:
+        assert recording.record(s, "w", group) == [1, 0, 1]
+
+    with transaction(sessions) as s:
+        batch = s.get_one(Batch, batch_id)
+        assert (batch.images_done, batch.images_failed) == (1, 1)
+        assert s.get_one(Image, twice.id).status == ImageStatus.DONE
+        assert s.get_one(Image, running.id).status == ImageStatus.PROCESSING
