@@ -85,12 +85,12 @@ def record_many(
     image that is not recorded as done. The metrics count an image here, after its recording
     committed: a re-leased image is counted by the worker whose recording won, never twice."""
     recorded: list[tuple[Outcome, int]] = []
+    kept: list[Outcome] = []
     for outcome in outcomes:
-        if outcome.abandoned:
-            log.info(
-                "image %s abandoned: its batch was cancelled or its lease lost", outcome.image_id
-            )
-    kept = [outcome for outcome in outcomes if not outcome.abandoned]
+        if not outcome.abandoned:
+            kept.append(outcome)
+            continue
+        log.info("image %s abandoned: its batch was cancelled or its lease lost", outcome.image_id)
     with transaction(sessions) as session:
         counts = recording.record(session, owner, [_finished(outcome) for outcome in kept])
         for outcome, count in zip(kept, counts, strict=True):
